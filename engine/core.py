@@ -41,7 +41,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 class Engine:
     """One model in memory: tokenize, chat-format, score (logits) and generate."""
 
-    def __init__(self, gguf: GGUFFile, device: torch.device, dtype: torch.dtype):
+    def __init__(self, gguf: GGUFFile, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool):
         self.path = gguf.path
         self.args: ModelArgs = model_args(gguf)
         self.tokenizer = Tokenizer.from_gguf(gguf)
@@ -49,7 +49,7 @@ class Engine:
         token_text = lambda i: tokens[i] if i is not None and 0 <= i < len(tokens) else ""  # noqa: E731
         self.chat_template = ChatTemplate(gguf.get("tokenizer.chat_template"),
                                           token_text(self.tokenizer.bos_id), token_text(self.tokenizer.eos_id))
-        self.model = build_transformer(gguf, self.args, device, dtype)
+        self.model = build_transformer(gguf, self.args, device, dtype, llama_cpp_numerics)
         self.device, self.dtype = device, dtype
         self.info = self._describe(gguf)
 
@@ -93,8 +93,16 @@ class Engine:
         }
 
 
-def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None) -> Engine:
-    """Load a LLaMA-family GGUF (None: the default SmolLM2-135M-Instruct shipped with the package)."""
+def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None,
+               llama_cpp_numerics: bool | None = None) -> Engine:
+    """Load a LLaMA-family GGUF (None: the default SmolLM2-135M-Instruct shipped with the package).
+
+    `llama_cpp_numerics` (default: on for float32) rounds activations as llama.cpp's CPU
+    matmuls do, so greedy outputs match llama.cpp's token for token.
+    """
     device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     gguf = GGUFFile(path if path is not None else default_model_path())
-    return Engine(gguf, device, resolve_dtype(dtype, device))
+    if llama_cpp_numerics is None:
+        llama_cpp_numerics = dtype == torch.float32
+    return Engine(gguf, device, dtype, llama_cpp_numerics)

@@ -56,6 +56,15 @@ def dequantize(raw: np.ndarray | torch.Tensor, ggml_type: int, shape: tuple[int,
     return _DECODERS[type_label](blocks).reshape(shape)
 
 
+def block_mins(raw, ggml_type: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The fp16 per-block minimum `m` of Q4_1/Q5_1 data as float32: (rows, cols / 32)."""
+    label, _, block_bytes = GGML_TYPES[ggml_type]
+    if label not in ("Q4_1", "Q5_1"):
+        raise ValueError(f"{label} blocks have no minimum")
+    blocks = _as_bytes(raw).view(-1, block_bytes)
+    return _f16(blocks[:, 2:4]).reshape(shape[0], -1)
+
+
 def _as_bytes(raw) -> torch.Tensor:
     if isinstance(raw, torch.Tensor):
         return raw.contiguous().view(torch.uint8).reshape(-1)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .dequant import UnsupportedTensorType, dequantize, type_name
+from .activation_quant import ACTIVATION_FORMAT
+from .dequant import UnsupportedTensorType, block_mins, dequantize, type_name
 from .gguf_file import GGUFFile, ModelFileError
 from .model import ModelArgs, Transformer, precompute_freqs_cis
 
@@ -93,8 +94,12 @@ def _load_tensor(gguf: GGUFFile, name: str) -> torch.Tensor:
         raise ModelFileError(f"{gguf.path}: {exc}") from exc
 
 
-def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dtype: torch.dtype) -> Transformer:
-    """Dequantize every weight into `dtype` on `device` and assemble the model."""
+def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dtype: torch.dtype,
+                      llama_cpp_numerics: bool = False) -> Transformer:
+    """Dequantize every weight into `dtype` on `device` and assemble the model.
+
+    `llama_cpp_numerics`: round each linear layer's input as llama.cpp does for that weight type.
+    """
     mapping = _gguf_to_ours(args)
     missing = [name for name in mapping if name not in gguf.tensors]
     if missing:
@@ -115,7 +120,24 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
         model.output.weight = model.tok_embeddings.weight
     freq_factors = _load_tensor(gguf, ROPE_FREQS) if ROPE_FREQS in gguf.tensors else None
     model.freqs_cis = precompute_freqs_cis(args, freq_factors).to(device)
+    if llama_cpp_numerics:
+        _set_activation_formats(model, gguf, mapping)
     return model.eval()
+
+
+def _set_activation_formats(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> None:
+    if model.args.tied_output:
+        mapping = {**mapping, "token_embd.weight": "output.weight"}
+    for layer in model.layers:
+        layer.attention.fp16_rounding = True
+    for gguf_name, our_name in mapping.items():
+        module = model.get_submodule(our_name.removesuffix(".weight"))
+        info = gguf.tensors[gguf_name]
+        if not hasattr(module, "activation_format"):
+            continue
+        module.activation_format = ACTIVATION_FORMAT.get(type_name(info.ggml_type))
+        if module.activation_format == "Q8_1":
+            module.block_mins = block_mins(info.data, info.ggml_type, info.shape).to(module.weight.device)
 
 
 def tensor_type_counts(gguf: GGUFFile) -> dict[str, int]:

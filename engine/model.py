@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activation_quant import fake_quantize, q8_1_sum_error
+
 
 @dataclass(frozen=True)
 class ModelArgs:
@@ -40,6 +42,21 @@ class ModelArgs:
         return cls(**{**base, **overrides})
 
 
+class Linear(nn.Linear):
+    """A bias-free linear layer that can round its input as llama.cpp does (see activation_quant)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+        self.activation_format: str | None = None
+        self.block_mins: torch.Tensor | None = None  # (out, in/32) of Q4_1/Q5_1 weights, for Q8_1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(fake_quantize(x, self.activation_format), self.weight)
+        if self.activation_format == "Q8_1":
+            y = y + F.linear(q8_1_sum_error(x), self.block_mins)
+        return y
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -47,24 +64,29 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # fp32 statistics for stability when computing in bf16/fp16
+        # fp32 values, fp64 sum of squares (as ggml does) for stability in bf16/fp16
         xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        mean_square = (xf * xf).double().mean(-1, keepdim=True) + self.eps
+        normed = xf * (1.0 / torch.sqrt(mean_square.float()))
         return (normed * self.weight.float()).to(x.dtype)
 
 
 def precompute_freqs_cis(args: ModelArgs, freq_factors: torch.Tensor | None = None) -> torch.Tensor:
     """Rotations (cos, sin) for every position: (max_seq_len, head_dim // 2, 2), float32.
 
-    Stored real rather than complex so that `model.to(dtype)` cannot silently drop the sin part.
+    Angles are built as ggml builds them (float32, theta multiplied by theta_scale pair after
+    pair) so they round the same way. Stored real rather than complex so that
+    `model.to(dtype)` cannot silently drop the sin part.
     """
     half = args.head_dim // 2
-    freqs = 1.0 / (args.rope_theta ** (torch.arange(0, half, dtype=torch.float64) * 2 / args.head_dim))
+    theta_scale = torch.tensor(args.rope_theta, dtype=torch.float32) ** torch.tensor(-2.0 / args.head_dim, dtype=torch.float32)
+    positions = torch.arange(args.max_seq_len, dtype=torch.float32).unsqueeze(1)  # (max_seq_len, 1)
+    factors = torch.cat([positions, theta_scale.expand(args.max_seq_len, half - 1)], dim=1)
+    angles = torch.cumprod(factors, dim=1)  # (max_seq_len, half): p * theta_scale**i, rounded per step
     if freq_factors is not None:  # LLaMA-3.1 style per-frequency scaling (GGUF `rope_freqs.weight`)
-        freqs = freqs / freq_factors.to(torch.float64)
-    positions = torch.arange(args.max_seq_len, dtype=torch.float64) / args.rope_scaling_factor
-    angles = torch.outer(positions, freqs)
-    return torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).float()
+        angles = angles / freq_factors.float()
+    angles = (angles * torch.tensor(1.0 / args.rope_scaling_factor, dtype=torch.float32)).double()
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).float()
 
 
 def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
@@ -97,11 +119,12 @@ class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
-        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
-        self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
-        self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
-        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.wq = Linear(args.dim, args.n_heads * args.head_dim)
+        self.wk = Linear(args.dim, args.n_kv_heads * args.head_dim)
+        self.wv = Linear(args.dim, args.n_kv_heads * args.head_dim)
+        self.wo = Linear(args.n_heads * args.head_dim, args.dim)
         self.kv_cache: KVCache | None = None
+        self.fp16_rounding = False  # llama.cpp's f16 KV cache and f16 matmul inputs; see loader
 
     def forward(self, x, freqs_cis, mask, positions) -> torch.Tensor:
         B, T, _ = x.shape
@@ -110,18 +133,32 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, head_dim)
+        if self.fp16_rounding:
+            k, v = fake_quantize(k, "F16"), fake_quantize(v, "F16")
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(positions, k, v)  # (B, n_kv_heads, S, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        if self.fp16_rounding:
+            out = fp16_rounded_attention(q, k, v, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
+
+
+def fp16_rounded_attention(q, k, v, mask) -> torch.Tensor:
+    """Attention as llama.cpp's CPU path computes it: q and the probabilities pass through fp16."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, n_heads, S, head_dim)
+    scores = fake_quantize(q, "F16") @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, n_heads, T, S)
+    probs = torch.softmax(scores.float().masked_fill(~mask, float("-inf")), dim=-1)
+    return fake_quantize(probs, "F16").to(v.dtype) @ v  # (B, n_heads, T, head_dim)
 
 
 class FeedForward(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
-        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)  # gate
-        self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)  # down
-        self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)  # up
+        self.w1 = Linear(args.dim, args.hidden_dim)  # gate
+        self.w2 = Linear(args.hidden_dim, args.dim)  # down
+        self.w3 = Linear(args.dim, args.hidden_dim)  # up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
@@ -147,7 +184,7 @@ class Transformer(nn.Module):
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
-        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.output = Linear(args.dim, args.vocab_size)
         if args.tied_output:
             self.output.weight = self.tok_embeddings.weight
         self.register_buffer("freqs_cis", precompute_freqs_cis(args), persistent=False)
