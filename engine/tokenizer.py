@@ -49,17 +49,40 @@ class Tokenizer:
         self.bos_id, self.eos_id, self.add_bos = bos_id, eos_id, add_bos
         self.add_space_prefix = add_space_prefix
         self._pieces = self._token_pieces()
+        self._special_ids = {t: i for i, (t, ty) in enumerate(zip(tokens, token_types)) if ty in (CONTROL, USER_DEFINED) and t}
+        specials = sorted(self._special_ids, key=len, reverse=True)
+        self._special_split = re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
 
     @property
     def vocab_size(self) -> int:
         return len(self.tokens)
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
-        """Token ids for `text`; BOS is prepended per the file's `add_bos_token` unless told."""
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+        """Token ids for `text`; BOS is prepended per the file's `add_bos_token` unless told.
+
+        Unlike llama.cpp, a text that already starts with BOS does not get a second one.
+        """
+        if self.kind == "llama":
+            ids = self._encode_sentencepiece(text)
+        else:
+            ids = self.backend.encode(text, add_special_tokens=False).ids
         add_bos = self.add_bos if add_bos is None else add_bos
         if add_bos and self.bos_id is not None and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
+        return ids
+
+    def _encode_sentencepiece(self, text: str) -> list[int]:
+        # As llama.cpp: special tokens are cut out first, and every text fragment that starts
+        # the input or follows a special token gets the SentencePiece prefix space.
+        ids, after_special = [], True
+        for fragment in self._special_split.split(text) if self._special_split else [text]:
+            if fragment in self._special_ids:
+                ids.append(self._special_ids[fragment])
+                after_special = True
+            elif fragment:
+                prefix = " " if self.add_space_prefix and after_special else ""
+                ids += self.backend.encode(prefix + fragment, add_special_tokens=False).ids
+                after_special = False
         return ids
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -118,4 +141,6 @@ def _build_backend(gguf: GGUFFile, kind: str, tokens: list[str], token_types: li
     extra = _EXTRA_PRE_TOKENIZERS.get(spec["pre_tokenizer_type"])
     if kind == "gpt2" and extra is not None:
         backend.pre_tokenizer = extra
+    if kind == "llama":  # Tokenizer._encode_sentencepiece adds the prefix space itself
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=False)
     return backend
