@@ -65,7 +65,14 @@ def generate(ctx, prompt, model_path, device, dtype, max_tokens, stop, chat):
 @click.pass_context
 def model_info(ctx, model_path, as_json):
     """Describe a GGUF model: architecture, size, tensor types, context, vocabulary, chat template."""
-    info = _load(ctx, model_path, "cpu", None).info
+    from engine import ModelFileError
+    from engine import model_info as describe
+
+    settings: Settings = ctx.obj.with_overrides(model_path=model_path)
+    try:
+        info = describe(settings.model_path)
+    except ModelFileError as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -1,7 +1,7 @@
 """Our LLaMA-family inference engine: GGUF loading, dequantization, model, tokenizer, generation."""
-from .core import Engine, load_model
+from .core import Engine, load_model, model_info
 from .generate import Completion, ContextLengthError
 from .gguf_file import ModelFileError
 from .model import ModelArgs
 
-__all__ = ["Engine", "load_model", "Completion", "ContextLengthError", "ModelFileError", "ModelArgs"]
+__all__ = ["Engine", "load_model", "model_info", "Completion", "ContextLengthError", "ModelFileError", "ModelArgs"]

@@ -9,7 +9,7 @@ import torch
 from .chat_template import ChatTemplate
 from .generate import Completion, ContextLengthError, generate
 from .gguf_file import GGUFFile
-from .loader import build_transformer, default_model_path, model_args, parameter_count, tensor_type_counts
+from .loader import build_transformer, default_model_path, describe_gguf, model_args
 from .model import ModelArgs
 from .tokenizer import Tokenizer
 
@@ -83,14 +83,12 @@ class Engine:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.args.vocab_size - 1})")
 
     def _describe(self, gguf: GGUFFile) -> dict:
-        return {
-            "path": str(gguf.path), "name": gguf.get("general.name", gguf.path.stem),
-            "architecture": gguf.get("general.architecture"), "gguf_version": gguf.version,
-            "parameters": parameter_count(gguf), "tensor_types": tensor_type_counts(gguf),
-            "context_length": self.args.max_seq_len, "vocab_kind": self.tokenizer.kind,
-            "vocab_size": self.args.vocab_size, "chat_template": not self.chat_template.is_fallback,
-            "args": self.args.__dict__, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-        }
+        return {**describe_gguf(gguf), "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
+
+
+def model_info(path: str | Path | None = None) -> dict:
+    """What a GGUF holds (architecture, size, tensor types, context, vocab), without loading weights."""
+    return describe_gguf(GGUFFile(path if path is not None else default_model_path()))
 
 
 def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None,

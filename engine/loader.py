@@ -140,9 +140,15 @@ def _set_activation_formats(model: Transformer, gguf: GGUFFile, mapping: dict[st
             module.block_mins = block_mins(info.data, info.ggml_type, info.shape).to(module.weight.device)
 
 
-def tensor_type_counts(gguf: GGUFFile) -> dict[str, int]:
-    return dict(Counter(type_name(t.ggml_type) for t in gguf.tensors.values()).most_common())
-
-
-def parameter_count(gguf: GGUFFile) -> int:
-    return sum(int(torch.Size(t.shape).numel()) for t in gguf.tensors.values())
+def describe_gguf(gguf: GGUFFile) -> dict:
+    """Model facts for people: architecture, parameters, tensor types, context, vocabulary."""
+    args = model_args(gguf)
+    types = Counter(type_name(t.ggml_type) for t in gguf.tensors.values())
+    return {
+        "path": str(gguf.path), "name": gguf.get("general.name", gguf.path.stem),
+        "architecture": gguf.get("general.architecture"), "gguf_version": gguf.version,
+        "parameters": sum(int(torch.Size(t.shape).numel()) for t in gguf.tensors.values()),
+        "tensor_types": dict(types.most_common()), "context_length": args.max_seq_len,
+        "vocab_kind": gguf.get("tokenizer.ggml.model"), "vocab_size": args.vocab_size,
+        "chat_template": gguf.get("tokenizer.chat_template") is not None, "args": dict(args.__dict__),
+    }

@@ -1,0 +1,66 @@
+"""The `reason` command line, run through click's test runner on real GGUF files."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import cli
+from tests.engine.tiny_gguf import train_sentencepiece, write_tiny_llama
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli")
+    return write_tiny_llama(workdir / "tiny.gguf", train_sentencepiece(workdir), "Q8_0")
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.setenv("REASON_HOME", str(tmp_path))
+    return CliRunner()
+
+
+def test_generate_prints_a_completion(runner, tiny_model):
+    result = runner.invoke(cli, ["generate", "The quick brown fox", "--model", str(tiny_model), "--max-tokens", "5"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip()
+
+
+def test_generate_with_chat_template_fallback(runner, tiny_model):
+    result = runner.invoke(cli, ["generate", "Hi", "--chat", "--model", str(tiny_model), "--max-tokens", "3"])
+    assert result.exit_code == 0, result.output
+
+
+def test_model_info_json(runner, tiny_model):
+    result = runner.invoke(cli, ["model-info", "--model", str(tiny_model), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["architecture"] == "llama" and info["vocab_kind"] == "llama"
+    assert info["tensor_types"]["Q8_0"] > 0 and info["chat_template"] is False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "hi", "--model", "/no/such/model.gguf"], "model file not found"),
+    (["generate", "   "], "the prompt is empty"),
+    (["generate", "hi", "--max-tokens", "0"], "0"),
+    (["model-info", "--model", "/no/such/model.gguf"], "model file not found"),
+])
+def test_bad_input_gets_a_clear_message(runner, args, message):
+    result = runner.invoke(cli, args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_not_a_gguf_file(runner, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    result = runner.invoke(cli, ["model-info", "--model", str(path)])
+    assert result.exit_code == 1 and "not a GGUF file" in result.output
+
+
+@pytest.mark.slow
+def test_generate_on_the_default_model(runner):
+    result = runner.invoke(cli, ["generate", "The capital of France is", "--max-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    assert "Paris" in result.output
