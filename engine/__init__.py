@@ -3,5 +3,6 @@ from .core import Engine, load_model, model_info
 from .generate import Completion, ContextLengthError
 from .gguf_file import ModelFileError
 from .model import ModelArgs
+from .sampling import SamplingParams
 
-__all__ = ["Engine", "load_model", "model_info", "Completion", "ContextLengthError", "ModelFileError", "ModelArgs"]
+__all__ = ["Engine", "load_model", "model_info", "Completion", "ContextLengthError", "ModelFileError", "ModelArgs", "SamplingParams"]

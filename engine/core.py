@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from .beam_search import beam_search
 from .chat_template import ChatTemplate
 from .generate import Completion, ContextLengthError, generate
 from .gguf_file import GGUFFile
 from .loader import build_transformer, default_model_path, describe_gguf, model_args
 from .model import ModelArgs
+from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -64,14 +67,29 @@ class Engine:
         positions = torch.arange(len(token_ids), device=self.device).unsqueeze(0)
         return self.model(tokens, positions)[0].cpu()
 
-    def generate(self, prompts: list[str], max_tokens: int = 128, stop: list[str] = ()) -> list[Completion]:
-        """Greedy completions of text prompts (BOS added per the model's tokenizer)."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    def generate(self, prompts: list[str] | str, params: SamplingParams | list[SamplingParams] | None = None, *,
+                 max_tokens: int | None = None, stop: list[str] | None = None) -> list[Completion]:
+        """Completions of text prompts (BOS added per the model's tokenizer), `n` per prompt, prompt-major.
+
+        `params` is one SamplingParams for all prompts or one per prompt (default: greedy);
+        `max_tokens` and `stop`, when given, override the params' own.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        per_prompt = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+        if len(per_prompt) != len(prompts):
+            raise ValueError(f"got {len(per_prompt)} SamplingParams for {len(prompts)} prompts")
+        overrides = {k: v for k, v in (("max_tokens", max_tokens), ("stop", stop)) if v is not None}
+        per_prompt = [replace(p, **overrides).validate(self.args.vocab_size) for p in per_prompt]
         encoded = [self.tokenizer.encode(p) for p in prompts]
-        return generate(self.model, self.tokenizer, encoded, max_tokens, list(stop))
+        if any(p.num_beams > 1 for p in per_prompt):
+            return [c for i, (ids, p) in enumerate(zip(encoded, per_prompt)) for c in self._beam_or_sample(ids, p, i)]
+        return generate(self.model, self.tokenizer, encoded, per_prompt)
+
+    def _beam_or_sample(self, ids: list[int], params: SamplingParams, index: int) -> list[Completion]:
+        if params.num_beams > 1:
+            return beam_search(self.model, self.tokenizer, ids, params, index)
+        completions = generate(self.model, self.tokenizer, [ids], [params])
+        return [replace(c, prompt_index=index) for c in completions]
 
     def _check_length(self, token_ids: list[int]) -> None:
         if not token_ids:

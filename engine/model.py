@@ -196,6 +196,12 @@ class Transformer(nn.Module):
         for layer in self.layers:
             layer.attention.kv_cache = KVCache(batch, max_seq_len, self.args.n_kv_heads, self.args.head_dim, dtype, device)
 
+    def reorder_cache(self, rows: torch.Tensor) -> None:
+        """Make cache row i a copy of row rows[i] (beam search follows surviving beams)."""
+        for layer in self.layers:
+            cache = layer.attention.kv_cache
+            cache.k, cache.v = cache.k.index_select(0, rows), cache.v.index_select(0, rows)
+
     def clear_cache(self) -> None:
         for layer in self.layers:
             layer.attention.kv_cache = None

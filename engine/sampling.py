@@ -1,0 +1,215 @@
+"""Sampling parameters and the plain PyTorch sampler (batched, per-row parameters).
+
+Order of operations, as llama.cpp's sampler chain, so a llama.cpp user gets the same behaviour:
+  logit_bias -> penalties (repetition, frequency, presence) -> top-k -> typical -> top-p
+  -> min-p -> temperature -> draw.
+Each filter sees the distribution left by the one before it (renormalised over survivors).
+- repetition_penalty (llama.cpp/HF): a logit of a token seen in the last `repeat_last_n` tokens
+  (prompt and output) is divided by the penalty if positive, multiplied if negative.
+- frequency_penalty / presence_penalty (OpenAI, over the output so far): logit -= count * freq
+  + (count > 0) * presence.
+- temperature 0 means greedy: the argmax after bias and penalties.
+The draw is an exponential race, argmax(p / E) with E ~ Exp(1), which needs no cumulative sum;
+each row draws from its own seeded generator, so a seed reproduces a sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    repeat_last_n: int = 64
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    seed: int | None = None
+    max_tokens: int = 128
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    n: int = 1
+    logprobs: int | None = None  # top-N alternatives per generated token
+    num_beams: int = 1
+    length_penalty: float = 1.0
+
+    def validate(self, vocab_size: int | None = None) -> "SamplingParams":
+        """Raise ValueError naming the first invalid field; return self."""
+        checks = [
+            ("temperature", self.temperature >= 0, "must be >= 0 (0 = greedy)"),
+            ("top_k", self.top_k >= 0, "must be >= 0 (0 = off)"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+            ("min_p", 0 <= self.min_p <= 1, "must be in [0, 1]"),
+            ("typical_p", 0 < self.typical_p <= 1, "must be in (0, 1]"),
+            ("repetition_penalty", self.repetition_penalty > 0, "must be > 0 (1 = off)"),
+            ("repeat_last_n", self.repeat_last_n >= 0, "must be >= 0"),
+            ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "must be in [-2, 2]"),
+            ("presence_penalty", -2 <= self.presence_penalty <= 2, "must be in [-2, 2]"),
+            ("max_tokens", self.max_tokens >= 1, "must be >= 1"),
+            ("n", self.n >= 1, "must be >= 1"),
+            ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be between 0 and 20"),
+            ("num_beams", self.num_beams >= 1, "must be >= 1"),
+            ("seed", self.seed is None or 0 <= self.seed < 2**63, "must be a non-negative integer"),
+            ("stop", all(isinstance(s, str) for s in self.stop), "must be a list of strings"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} {rule}, got {getattr(self, name)!r}")
+        if self.num_beams > 1 and (self.temperature > 0 or self.n > self.num_beams):
+            raise ValueError("num_beams > 1 is deterministic: use temperature 0 and n <= num_beams")
+        if vocab_size is not None:
+            for name, ids in (("logit_bias", self.logit_bias), ("stop_token_ids", self.stop_token_ids)):
+                bad = [t for t in ids if not 0 <= int(t) < vocab_size]
+                if bad:
+                    raise ValueError(f"{name} has token id {bad[0]}, outside the vocabulary (0..{vocab_size - 1})")
+        return self
+
+
+@dataclass
+class SamplerState:
+    """Per-row sampling state: params, the token window for penalties, output counts, RNG."""
+    params: SamplingParams
+    history: list[int]  # prompt + output tokens
+    output_counts: dict[int, int] = field(default_factory=dict)
+    generator: torch.Generator | None = None
+
+    @classmethod
+    def start(cls, params: SamplingParams, prompt: list[int], seed: int | None) -> "SamplerState":
+        generator = torch.Generator()
+        generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+        return cls(params, list(prompt), {}, generator)
+
+    def accept(self, token: int) -> None:
+        self.history.append(token)
+        self.output_counts[token] = self.output_counts.get(token, 0) + 1
+
+
+@dataclass
+class RowParams:
+    """SamplingParams of a batch as tensors (B,), so one call serves a mixed batch."""
+    temperature: torch.Tensor
+    top_k: torch.Tensor
+    top_p: torch.Tensor
+    min_p: torch.Tensor
+    typical_p: torch.Tensor
+
+    @classmethod
+    def of(cls, params: list[SamplingParams], device) -> "RowParams":
+        col = lambda name, dtype: torch.tensor([getattr(p, name) for p in params], dtype=dtype, device=device)  # noqa: E731
+        return cls(col("temperature", torch.float32), col("top_k", torch.int64), col("top_p", torch.float32),
+                   col("min_p", torch.float32), col("typical_p", torch.float32))
+
+
+def apply_bias_and_penalties(logits: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
+    """logit_bias, repetition, frequency and presence penalties, row by row: (B, V) -> (B, V)."""
+    logits = logits.float().clone()
+    for row, state in enumerate(states):
+        p = state.params
+        if p.logit_bias:
+            ids = torch.tensor(list(p.logit_bias), device=logits.device)
+            logits[row, ids] += torch.tensor(list(p.logit_bias.values()), device=logits.device)
+        if p.repetition_penalty != 1.0 and p.repeat_last_n > 0 and state.history:
+            seen = torch.tensor(sorted(set(state.history[-p.repeat_last_n:])), device=logits.device)
+            values = logits[row, seen]
+            logits[row, seen] = torch.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
+        if (p.frequency_penalty or p.presence_penalty) and state.output_counts:
+            ids = torch.tensor(list(state.output_counts), device=logits.device)
+            counts = torch.tensor(list(state.output_counts.values()), dtype=torch.float32, device=logits.device)
+            logits[row, ids] -= counts * p.frequency_penalty + p.presence_penalty
+    return logits
+
+
+def top_k_filter(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Keep tokens whose logit is at least the k-th largest (k = 0: all). k: (B,)."""
+    vocab = logits.shape[-1]
+    k = torch.where(k > 0, k.clamp(max=vocab), vocab)
+    sorted_logits = logits.sort(dim=-1, descending=True).values
+    kth = sorted_logits.gather(-1, (k - 1).unsqueeze(-1))  # (B, 1)
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def _keep_smallest_prefix(order_probs: torch.Tensor, order: torch.Tensor, p: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """In the given order, keep tokens while the mass before them is below p (at least one)."""
+    before = order_probs.cumsum(-1) - order_probs  # (B, V) exclusive cumulative mass
+    keep_sorted = before < p.unsqueeze(-1)
+    keep_sorted[:, 0] = True
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, NEG_INF)
+
+
+def typical_filter(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Locally typical sampling: keep the tokens whose surprise is closest to the entropy, mass p."""
+    probs = torch.softmax(logits, dim=-1)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    entropy = -(probs * log_probs.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)
+    score = (-log_probs - entropy).abs()  # inf for filtered tokens: they sort last
+    order = score.argsort(dim=-1, stable=True)
+    filtered = _keep_smallest_prefix(probs.gather(-1, order), order, p, logits)
+    return torch.where((p < 1).unsqueeze(-1), filtered, logits)
+
+
+def top_p_filter(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Nucleus: keep the most probable tokens until their mass reaches p."""
+    probs = torch.softmax(logits, dim=-1)
+    order = probs.argsort(dim=-1, descending=True, stable=True)
+    filtered = _keep_smallest_prefix(probs.gather(-1, order), order, p, logits)
+    return torch.where((p < 1).unsqueeze(-1), filtered, logits)
+
+
+def min_p_filter(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Keep tokens with probability at least min_p times the most probable one's."""
+    probs = torch.softmax(logits, dim=-1)
+    threshold = probs.amax(-1, keepdim=True) * min_p.unsqueeze(-1)
+    return logits.masked_fill(probs < threshold, NEG_INF)
+
+
+def filter_logits(logits: torch.Tensor, rows: RowParams) -> torch.Tensor:
+    """top-k -> typical -> top-p -> min-p, per row; filtered tokens become -inf."""
+    logits = top_k_filter(logits, rows.top_k)
+    logits = typical_filter(logits, rows.typical_p)
+    logits = top_p_filter(logits, rows.top_p)
+    return min_p_filter(logits, rows.min_p)
+
+
+def sampling_distribution(logits: torch.Tensor, rows: RowParams) -> torch.Tensor:
+    """The exact distribution a row samples from (after filters and temperature): (B, V)."""
+    filtered = filter_logits(logits, rows)
+    temperature = rows.temperature.clamp(min=1e-6).unsqueeze(-1)
+    return torch.softmax(filtered / temperature, dim=-1)
+
+
+def exponential_noise(states: list[SamplerState], vocab: int, device) -> torch.Tensor:
+    """Exp(1) noise (B, V), each row from its own generator."""
+    return torch.stack([torch.empty(vocab).exponential_(generator=s.generator) for s in states]).to(device)
+
+
+def sample(logits: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
+    """Next token per row (B,) from raw logits (B, V), following each row's SamplingParams."""
+    logits = apply_bias_and_penalties(logits, states)
+    rows = RowParams.of([s.params for s in states], logits.device)
+    greedy = logits.argmax(-1)
+    if bool((rows.temperature == 0).all()):
+        return greedy
+    probs = sampling_distribution(logits, rows)
+    drawn = (probs / exponential_noise(states, logits.shape[-1], logits.device)).argmax(-1)
+    return torch.where(rows.temperature == 0, greedy, drawn)
+
+
+def top_logprobs(logits: torch.Tensor, chosen: torch.Tensor, n: int) -> list[dict]:
+    """The model's log-probabilities (raw logits, before any processing) of the chosen token and the top n."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    top = log_probs.topk(n, dim=-1) if n else None
+    out = []
+    for row in range(logits.shape[0]):
+        alternatives = {} if top is None else dict(zip(top.indices[row].tolist(), top.values[row].tolist()))
+        out.append({"token": int(chosen[row]), "logprob": float(log_probs[row, chosen[row]]), "top": alternatives})
+    return out
