@@ -192,8 +192,15 @@ def exponential_noise(states: list[SamplerState], vocab: int, device) -> torch.T
     return torch.stack([torch.empty(vocab).exponential_(generator=s.generator) for s in states]).to(device)
 
 
-def sample(logits: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
-    """Next token per row (B,) from raw logits (B, V), following each row's SamplingParams."""
+def sample(logits: torch.Tensor, states: list[SamplerState], use_triton: bool | None = None) -> torch.Tensor:
+    """Next token per row (B,) from raw logits (B, V), following each row's SamplingParams.
+
+    `use_triton` (default: on CUDA when Triton is installed) runs the fused kernels instead.
+    """
+    if use_triton is None:
+        use_triton = logits.is_cuda and _triton_available()
+    if use_triton:
+        return _sample_triton(logits, states)
     logits = apply_bias_and_penalties(logits, states)
     rows = RowParams.of([s.params for s in states], logits.device)
     greedy = logits.argmax(-1)
@@ -202,6 +209,45 @@ def sample(logits: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
     probs = sampling_distribution(logits, rows)
     drawn = (probs / exponential_noise(states, logits.shape[-1], logits.device)).argmax(-1)
     return torch.where(rows.temperature == 0, greedy, drawn)
+
+
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _adjustment_tables(states: list[SamplerState], device):
+    """Per row, the unique tokens touched by bias or penalties: ids, bias, in-window flag, output count."""
+    rows = []
+    for s in states:
+        p = s.params
+        window = set(s.history[-p.repeat_last_n:]) if p.repetition_penalty != 1.0 and p.repeat_last_n else set()
+        counts = s.output_counts if (p.frequency_penalty or p.presence_penalty) else {}
+        tokens = sorted(set(p.logit_bias) | window | set(counts))
+        rows.append([(t, p.logit_bias.get(t, 0.0), int(t in window), counts.get(t, 0)) for t in tokens])
+    width = max((len(r) for r in rows), default=0)
+    padded = [r + [(-1, 0.0, 0, 0)] * (width - len(r)) for r in rows]
+    column = lambda i, dtype: torch.tensor([[e[i] for e in r] for r in padded], dtype=dtype).reshape(len(rows), width).to(device)  # noqa: E731
+    return column(0, torch.int64), column(1, torch.float32), column(2, torch.int32), column(3, torch.int32)
+
+
+def _sample_triton(logits: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
+    from .kernels.sampling import launch_adjust, launch_sample
+
+    device = logits.device
+    logits = logits.float().contiguous().clone()
+    params = [s.params for s in states]
+    per_row = lambda name: torch.tensor([getattr(p, name) for p in params], dtype=torch.float32, device=device)  # noqa: E731
+    launch_adjust(logits, *_adjustment_tables(states, device), per_row("repetition_penalty"),
+                  per_row("frequency_penalty"), per_row("presence_penalty"))
+    rows = RowParams.of(params, device)
+    # a fresh 31-bit seed per row and step from the row's own generator: reproducible, no device sync
+    seeds = torch.tensor([int(torch.randint(0, 2**31 - 1, (1,), generator=s.generator)) for s in states],
+                         dtype=torch.int64, device=device)
+    return launch_sample(logits, rows.temperature, rows.top_k, rows.top_p, rows.min_p, rows.typical_p, seeds)[:, 0]
 
 
 def top_logprobs(logits: torch.Tensor, chosen: torch.Tensor, n: int) -> list[dict]:
