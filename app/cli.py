@@ -85,6 +85,31 @@ def model_info(ctx, model_path, as_json):
         click.echo(f"{key:>15}: {value}")
 
 
+@cli.group()
+def bench():
+    """Benchmarks: ours against a reference, side by side in one process."""
+
+
+@bench.command("sampling")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda runs the Triton kernels).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bench_sampling_command(device, as_json):
+    """Time per sampling step, ours vs sort-based top-p, for vocab 32000/49152/128256 and batch 1/8/64/256."""
+    from .bench import bench_sampling
+
+    if device == "cuda" and not __import__("torch").cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA GPU is available")
+    path = "Triton kernels" if device == "cuda" else "the PyTorch sampler (Triton runs only on GPU)"
+    if not as_json:
+        click.echo(f"sampling on {device}: ours = {path}; reference = torch.sort + cumsum top-p")
+        click.echo(f"{'vocab':>7} {'batch':>5} {'ours ms':>9} {'sort ms':>9} {'speed-up':>8}")
+    show = None if as_json else (lambda r: click.echo(
+        f"{r['vocab']:>7} {r['batch']:>5} {r['ours_ms']:>9.3f} {r['sort_top_p_ms']:>9.3f} {r['speedup']:>7.2f}x"))
+    results = bench_sampling(device, progress=show)
+    if as_json:
+        click.echo(json.dumps({"device": device, "ours": path, "results": results}, indent=2))
+
+
 def main() -> None:
     cli(prog_name="reason")
 

@@ -173,11 +173,19 @@ def min_p_filter(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
 
 
 def filter_logits(logits: torch.Tensor, rows: RowParams) -> torch.Tensor:
-    """top-k -> typical -> top-p -> min-p, per row; filtered tokens become -inf."""
-    logits = top_k_filter(logits, rows.top_k)
-    logits = typical_filter(logits, rows.typical_p)
-    logits = top_p_filter(logits, rows.top_p)
-    return min_p_filter(logits, rows.min_p)
+    """top-k -> typical -> top-p -> min-p, per row; filtered tokens become -inf.
+
+    A filter no row uses is skipped (each one sorts or normalises the whole vocabulary).
+    """
+    if bool((rows.top_k > 0).any()):
+        logits = top_k_filter(logits, rows.top_k)
+    if bool((rows.typical_p < 1).any()):
+        logits = typical_filter(logits, rows.typical_p)
+    if bool((rows.top_p < 1).any()):
+        logits = top_p_filter(logits, rows.top_p)
+    if bool((rows.min_p > 0).any()):
+        logits = min_p_filter(logits, rows.min_p)
+    return logits
 
 
 def sampling_distribution(logits: torch.Tensor, rows: RowParams) -> torch.Tensor:
