@@ -1,0 +1,37 @@
+"""Chain-of-thought (Wei et al., 2022), optionally with self-consistency (Wang et al., 2023).
+
+The answer is the last "The answer is N." phrase, else the last number. Self-consistency draws
+k reasoning paths at temperature > 0 and takes the majority answer; ties go to the answer
+whose paths have the highest summed log-probability.
+"""
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+
+from .answers import extract_answer, majority_vote
+from .llm_call import call_model, sample_model
+from .template import PromptTemplate
+from .trace import RunInfo, Step, Trace
+
+
+def run(question: str, model: BaseChatModel, template: PromptTemplate, info: RunInfo = RunInfo(),
+        self_consistency: int = 1, temperature: float = 0.7) -> Trace:
+    """CoT with one greedy path, or majority vote over `self_consistency` sampled paths."""
+    trace = info.new_trace(question, "cot", template)
+    messages = template.render(question)
+    if self_consistency <= 1:
+        step = trace.add(call_model(model, messages, "reasoning"))
+        return trace.finish(extract_answer(step.output))
+    steps = sample_model(model, messages, self_consistency, "reasoning path", temperature=temperature)
+    for step in steps:
+        trace.add(step)
+    return trace.finish(vote(trace, [extract_answer(s.output) for s in steps], steps))
+
+
+def vote(trace: Trace, answers: list[str | None], steps: list[Step]) -> str | None:
+    """Majority answer over samples, recorded as a `vote` step."""
+    logprobs = [float(s.meta.get("cumulative_logprob", 0.0)) for s in steps]
+    winner, counts = majority_vote(answers, logprobs)
+    trace.add(Step(kind="vote", name="majority vote", input=repr(answers), output=str(winner),
+                   meta={"counts": counts, "logprobs": logprobs}))
+    return winner

@@ -1,0 +1,18 @@
+"""Direct prompting: ask, take the answer as given (first line; its number for numeric answers)."""
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+
+from .answers import extract_answer, first_line
+from .llm_call import call_model
+from .template import PromptTemplate
+from .trace import RunInfo, Trace
+
+
+def run(question: str, model: BaseChatModel, template: PromptTemplate, info: RunInfo = RunInfo()) -> Trace:
+    """One call; the answer is the reply's first line (or the number in it, when there is one)."""
+    trace = info.new_trace(question, "direct", template)
+    messages = template.render(question)
+    step = trace.add(call_model(model, messages, "answer", stop=["\n\n"]))
+    line = first_line(step.output)
+    return trace.finish(extract_answer(line) if line and any(c.isdigit() for c in line) else line)

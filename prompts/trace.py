@@ -1,0 +1,80 @@
+"""The record of one run: ordered steps (LLM calls, tool calls, parse errors, votes) and the answer."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+STEP_KINDS = ("llm", "tool", "parse_error", "vote")
+STATUSES = ("ok", "no_answer", "error")
+
+
+@dataclass
+class Step:
+    kind: str  # one of STEP_KINDS
+    input: str  # the exact prompt, the tool input, or what was being parsed
+    output: str = ""
+    name: str = ""  # tool name (search, lookup, sandbox) or what the call was for
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_ms: float = 0.0
+    error: str | None = None
+    meta: dict = field(default_factory=dict)  # e.g. a sample's log-probability, vote counts
+
+
+@dataclass
+class Trace:
+    question: str
+    strategy: str
+    template_name: str = ""
+    template_version: int = 0
+    model_id: str = ""
+    backend: str = ""
+    sampling: dict = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    counters: dict = field(default_factory=dict)  # e.g. bad_calls, repeated_actions, fix_attempts
+    answer: str | None = None
+    status: str = "no_answer"
+    error: str | None = None
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    duration_ms: float = 0.0
+    _t0: float = field(default_factory=time.perf_counter, repr=False)
+
+    def add(self, step: Step) -> Step:
+        self.steps.append(step)
+        return step
+
+    def finish(self, answer: str | None, error: str | None = None) -> "Trace":
+        """Set the final answer and status (ok / no_answer / error) and the total duration."""
+        self.answer = answer if answer not in ("",) else None
+        self.error = error
+        self.status = "error" if error else ("ok" if self.answer is not None else "no_answer")
+        self.duration_ms = (time.perf_counter() - self._t0) * 1e3
+        return self
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(s.prompt_tokens for s in self.steps)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.steps)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("_t0")
+        data["prompt_tokens"], data["completion_tokens"] = self.prompt_tokens, self.completion_tokens
+        return data
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who answered: the model and backend ids and the sampling settings, copied into every trace."""
+    model_id: str = ""
+    backend: str = ""
+    sampling: dict = field(default_factory=dict)
+
+    def new_trace(self, question: str, strategy: str, template) -> Trace:
+        return Trace(question=question, strategy=strategy, template_name=template.name,
+                     template_version=template.version, model_id=self.model_id, backend=self.backend,
+                     sampling=dict(self.sampling))
