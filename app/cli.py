@@ -59,6 +59,95 @@ def generate(ctx, prompt, model_path, device, dtype, max_tokens, stop, chat):
     click.echo(completion.text)
 
 
+def sampling_options(fn):
+    """The sampling flags shared by the commands that run a model."""
+    flags = [
+        click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = greedy (default)."),
+        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None),
+        click.option("--top-k", type=click.IntRange(min=0), default=None),
+        click.option("--min-p", type=click.FloatRange(0, 1), default=None),
+        click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True), default=None),
+        click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Per model call (default 512)."),
+        click.option("--seed", type=click.IntRange(min=0), default=None),
+    ]
+    for flag in reversed(flags):
+        fn = flag(fn)
+    return fn
+
+
+SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed")
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--strategy", type=click.Choice(["direct", "cot", "pal", "react"]), default="cot", show_default=True)
+@click.option("--template", "template_name", default=None, help="A shipped template name (default: the strategy's own).")
+@click.option("--self-consistency", "self_consistency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sample K answers at temperature 0.7 and vote (cot, pal).")
+@click.option("--wiki", type=click.Choice(["auto", "offline", "live"]), default="auto", show_default=True,
+              help="ReAct's Wikipedia: the offline corpus (reason wiki import), the live API, or offline when imported.")
+@MODEL_OPTION
+@DEVICE_OPTION
+@DTYPE_OPTION
+@sampling_options
+@click.option("--json", "as_json", is_flag=True, help="Print the whole trace as JSON.")
+@click.pass_context
+def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_path, device, dtype, as_json, **sampling):
+    """Answer QUESTION with a strategy and print the answer (or the whole trace with --json)."""
+    from prompts.template import TemplateError, load_shipped
+
+    from .backends import BackendChoice, chat_model
+    from .runner import StrategyOptions, run_question
+    from .tools import wiki_tool_factory
+
+    if not question.strip():
+        raise click.BadParameter("the question is empty", param_hint="QUESTION")
+    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
+    try:
+        template = load_shipped(template_name) if template_name else None
+        choice = BackendChoice("engine", settings.model_path, settings.device, settings.dtype,
+                               {k: v for k, v in sampling.items() if v is not None})
+        model, info = chat_model(choice)
+        trace = run_question(strategy, question, model, info, template, StrategyOptions(self_consistency=self_consistency),
+                             wiki_tool=wiki_tool_factory(settings, wiki) if strategy == "react" else None)
+    except (TemplateError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(trace.answer if trace.answer is not None else f"(no answer: {trace.error or trace.status})")
+    if trace.status == "error":
+        ctx.exit(1)
+
+
+@cli.group()
+def wiki():
+    """The offline Wikipedia corpus that ReAct searches on machines without network."""
+
+
+@wiki.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def wiki_import(ctx, source):
+    """Import SOURCE (JSONL with title/text per line, or a MediaWiki XML dump, optionally .gz/.bz2)."""
+    from prompts.wiki import import_corpus
+
+    from .tools import wiki_paths
+
+    corpus, _ = wiki_paths(ctx.obj)
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    try:
+        count = import_corpus(source, corpus, errors)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for error in errors[:20]:
+        click.echo(f"skipped: {error}", err=True)
+    if len(errors) > 20:
+        click.echo(f"… and {len(errors) - 20} more skipped", err=True)
+    click.echo(f"imported {count} pages into {corpus}")
+
+
 @cli.command("model-info")
 @MODEL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class Engine:
                                           token_text(self.tokenizer.bos_id), token_text(self.tokenizer.eos_id))
         self.model = build_transformer(gguf, self.args, device, dtype, llama_cpp_numerics)
         self.device, self.dtype = device, dtype
+        self._lock = threading.Lock()  # one generation at a time: the KV cache lives on the model
         self.info = self._describe(gguf)
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
@@ -81,9 +83,10 @@ class Engine:
         overrides = {k: v for k, v in (("max_tokens", max_tokens), ("stop", stop)) if v is not None}
         per_prompt = [replace(p, **overrides).validate(self.args.vocab_size) for p in per_prompt]
         encoded = [self.tokenizer.encode(p) for p in prompts]
-        if any(p.num_beams > 1 for p in per_prompt):
-            return [c for i, (ids, p) in enumerate(zip(encoded, per_prompt)) for c in self._beam_or_sample(ids, p, i)]
-        return generate(self.model, self.tokenizer, encoded, per_prompt)
+        with self._lock:
+            if any(p.num_beams > 1 for p in per_prompt):
+                return [c for i, (ids, p) in enumerate(zip(encoded, per_prompt)) for c in self._beam_or_sample(ids, p, i)]
+            return generate(self.model, self.tokenizer, encoded, per_prompt)
 
     def _beam_or_sample(self, ids: list[int], params: SamplingParams, index: int) -> list[Completion]:
         if params.num_beams > 1:
