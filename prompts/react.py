@@ -46,8 +46,8 @@ def _observe(tool: Tool, action: str, argument: str, budget: int) -> str:
 class _Episode:
     """The growing scratchpad and the counters of one ReAct run."""
 
-    def __init__(self, trace: Trace, tool: Tool, budget: int):
-        self.trace, self.tool, self.budget = trace, tool, budget
+    def __init__(self, trace: Trace, tool: Tool, budget: int, step_tokens: int):
+        self.trace, self.tool, self.budget, self.step_tokens = trace, tool, budget, step_tokens
         self.scratchpad, self.bad_calls, self.repeats = "", 0, 0
         self.seen: set[tuple[str, str]] = set()
 
@@ -68,7 +68,7 @@ class _Episode:
 def _next_step(model, messages, episode: _Episode, i: int, forced: str = "") -> tuple[str, str | None, str | None]:
     prefix = episode.scratchpad + f"Thought {i}:" + forced
     step = episode.trace.add(call_model(model, [*messages, AIMessage(prefix)], f"step {i}",
-                                        stop=[f"\nObservation {i}:", "\nObservation"]))
+                                        stop=[f"\nObservation {i}:", "\nObservation"], max_tokens=episode.step_tokens))
     thought, action, argument = parse_step(forced + step.output if forced else step.output)
     return thought, action, argument
 
@@ -78,7 +78,8 @@ def run(question: str, model: BaseChatModel, template: PromptTemplate, tool: Too
     """The ReAct loop; `fallback_template` (a CoT template) answers by self-consistency when Finish never comes."""
     trace = info.new_trace(question, "react", template)
     messages = template.render(question)
-    episode = _Episode(trace, tool, int(template.extra.get("observation_budget", 600)))
+    extra = template.extra
+    episode = _Episode(trace, tool, int(extra.get("observation_budget", 600)), int(extra.get("step_max_tokens", 160)))
     for i in range(1, max_steps + 1):
         thought, action, argument = _next_step(model, messages, episode, i)
         while action is None and episode.bad_calls < MAX_BAD_CALLS:
