@@ -173,22 +173,24 @@ def _k_scale_min(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return sc, mn
 
 
-def _q4_k(blocks):
+def _k_scales(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_K/Q5_K: per 32-value group, the scale d * sc and the offset dmin * m: (n, 8, 1) each."""
     n = blocks.shape[0]
     d, dmin = _f16(blocks[:, :2]), _f16(blocks[:, 2:4])
     sc, mn = _k_scale_min(blocks[:, 4:16])
-    dl = (d * sc.float()).reshape(n, 8, 1)
-    ml = (dmin * mn.float()).reshape(n, 8, 1)
+    return (d * sc.float()).reshape(n, 8, 1), (dmin * mn.float()).reshape(n, 8, 1)
+
+
+def _q4_k(blocks):
+    n = blocks.shape[0]
+    dl, ml = _k_scales(blocks)
     q = _bits(blocks[:, 16:], [0, 4], 0x0F, 32).reshape(n, 8, 32).float()
     return (dl * q - ml).reshape(n, QK_K)
 
 
 def _q5_k(blocks):
     n = blocks.shape[0]
-    d, dmin = _f16(blocks[:, :2]), _f16(blocks[:, 2:4])
-    sc, mn = _k_scale_min(blocks[:, 4:16])
-    dl = (d * sc.float()).reshape(n, 8, 1)
-    ml = (dmin * mn.float()).reshape(n, 8, 1)
+    dl, ml = _k_scales(blocks)
     ql = _bits(blocks[:, 48:], [0, 4], 0x0F, 32).reshape(n, 8, 32)
     qh = _bits(blocks[:, 16:48], list(range(8)), 1, 32).reshape(n, 8, 32)
     q = (ql | (qh << 4)).float()
