@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -96,28 +97,191 @@ def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_pa
     """Answer QUESTION with a strategy and print the answer (or the whole trace with --json)."""
     from prompts.template import TemplateError, load_shipped
 
-    from .backends import BackendChoice, chat_model
     from .runner import StrategyOptions, run_question
-    from .tools import wiki_tool_factory
+    from .store import Store
 
     if not question.strip():
         raise click.BadParameter("the question is empty", param_hint="QUESTION")
     settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
     try:
         template = load_shipped(template_name) if template_name else None
-        choice = BackendChoice("engine", settings.model_path, settings.device, settings.dtype,
-                               {k: v for k, v in sampling.items() if v is not None})
-        model, info = chat_model(choice)
+        model, info, wiki_tool = _model_and_tools(settings, sampling, strategy == "react", wiki)
+        store = Store.open(settings)
+        run_id = store.start_run(question, strategy, model_id=info.model_id, backend=info.backend, sampling=info.sampling)
         trace = run_question(strategy, question, model, info, template, StrategyOptions(self_consistency=self_consistency),
-                             wiki_tool=wiki_tool_factory(settings, wiki) if strategy == "react" else None)
+                             wiki_tool=wiki_tool)
+        store.finish_run(run_id, trace)
     except (TemplateError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps({**trace.to_dict(), "run_id": run_id}, indent=2, ensure_ascii=False))
     else:
         click.echo(trace.answer if trace.answer is not None else f"(no answer: {trace.error or trace.status})")
+        click.echo(f"run {run_id}", err=True)
     if trace.status == "error":
         ctx.exit(1)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--strategy", "strategies", multiple=True, type=click.Choice(["direct", "cot", "pal", "react"]),
+              required=True, help="Repeatable: each question runs with each strategy.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Results, one JSON line per run.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
+@click.option("--resume", "resume_id", default=None, help="Continue an interrupted batch: only unfinished questions run.")
+@click.option("--self-consistency", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--wiki", type=click.Choice(["auto", "offline", "live"]), default="auto", show_default=True)
+@MODEL_OPTION
+@DEVICE_OPTION
+@DTYPE_OPTION
+@sampling_options
+@click.pass_context
+def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, self_consistency, wiki, model_path,
+          device, dtype, **sampling):
+    """Answer every question of INPUT (JSONL or CSV: question, optional answer and id) with each strategy."""
+    from .batch import BatchJob, run_batch, start_or_resume, summary
+    from .batch_input import read_batch_input
+    from .runner import StrategyOptions
+    from .store import Store
+
+    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
+    try:
+        source = read_batch_input(input_path)
+        for problem in source.problems:
+            click.echo(f"skipped {problem}", err=True)
+        if not source.questions:
+            raise click.ClickException(f"{input_path} has no usable question")
+        job = BatchJob(source, list(dict.fromkeys(strategies)), Path(out_path), concurrency, limit, resume_id,
+                       StrategyOptions(self_consistency=self_consistency))
+        store = Store.open(settings)
+        batch_id = start_or_resume(job, store, {"sampling": sampling, "self_consistency": self_consistency,
+                                                "model": settings.model_path, "concurrency": concurrency})
+        model, info, wiki_tool = _model_and_tools(settings, sampling, "react" in job.strategies, wiki)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"batch {batch_id}: {len(job.strategies)} strateg{'y' if len(job.strategies) == 1 else 'ies'}, "
+               f"{len(source.questions[:limit] if limit else source.questions)} questions", err=True)
+    try:
+        _run_with_progress(job, store, batch_id, model, info, wiki_tool)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; finished runs are stored. Resume with: reason batch {input_path} "
+                   f"{' '.join('--strategy ' + s for s in job.strategies)} --out {out_path} --resume {batch_id}", err=True)
+        ctx.exit(130)
+    _print_summary(summary(store, batch_id))
+
+
+def _model_and_tools(settings, sampling, needs_wiki, wiki_mode):
+    from .backends import BackendChoice, chat_model
+    from .tools import wiki_tool_factory
+
+    choice = BackendChoice("engine", settings.model_path, settings.device, settings.dtype,
+                           {k: v for k, v in sampling.items() if v is not None})
+    model, info = chat_model(choice)
+    return model, info, wiki_tool_factory(settings, wiki_mode) if needs_wiki else None
+
+
+def _run_with_progress(job, store, batch_id, model, info, wiki_tool):
+    from tqdm import tqdm
+
+    from .batch import Progress, pending_work, run_batch
+
+    todo = len(pending_work(job, store, batch_id))
+    progress = Progress(todo)
+    with tqdm(total=todo, unit="q", dynamic_ncols=True) as bar:
+        def on_record(record):
+            progress.add(record)
+            accuracy = "–" if progress.accuracy is None else f"{progress.accuracy:.0%}"
+            bar.set_postfix_str(f"acc {accuracy}, {progress.tokens_per_s:.0f} tok/s")
+            bar.update(1)
+        run_batch(job, store, batch_id, model, info, wiki_tool, on_record)
+
+
+def _print_summary(rows: list[dict]) -> None:
+    click.echo(f"{'strategy':<10} {'accuracy':>9} {'answered':>9} {'tokens':>8} {'latency':>9}  errors")
+    for r in rows:
+        errors = ", ".join(f"{k} ×{n}" for k, n in r["errors_by_kind"].items()) or "none"
+        accuracy = "–" if r["accuracy"] is None else f"{r['accuracy']:.1%}"
+        answered = r["answered"] / r["total"] if r["total"] else 0
+        click.echo(f"{r['strategy']:<10} {accuracy:>9} {answered:>9.0%} {r['mean_tokens']:>8.0f} "
+                   f"{r['mean_duration_ms'] / 1000:>8.1f}s  {errors}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--search", "text", default=None, help="Full-text search over questions and answers.")
+@click.option("--strategy", default=None)
+@click.option("--status", type=click.Choice(["running", "ok", "no_answer", "error"]), default=None)
+@click.option("--batch", "batch_id", default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.pass_context
+def runs(ctx, text, strategy, status, batch_id, limit):
+    """List stored runs, newest first (subcommands: show, export, delete)."""
+    if ctx.invoked_subcommand:
+        return
+    from .store import Store
+
+    rows = Store.open(ctx.obj).search_runs(text=text, strategy=strategy, status=status, batch_id=batch_id, limit=limit)
+    if not rows:
+        click.echo("no runs")
+    for r in rows:
+        answer = "–" if r["answer"] is None else str(r["answer"])[:20]
+        mark = {True: "✓", False: "✗"}.get(r["correct"], " ")
+        click.echo(f"{r['id']}  {r['created_at'][:19]}  {r['strategy']:<6} {r['status']:<9} {mark} {answer:<20}  "
+                   f"{r['question'][:60]}")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def runs_show(ctx, run_id, as_json):
+    """The whole trace of one run, readable."""
+    from .store import Store
+
+    run = Store.open(ctx.obj).get_run(run_id)
+    if run is None:
+        raise click.ClickException(f"no run with id {run_id}")
+    if as_json:
+        click.echo(json.dumps(run, indent=2, ensure_ascii=False, default=str))
+        return
+    click.echo(f"run {run['id']} · {run['strategy']} · template {run['template_name']} v{run['template_version']} · "
+               f"{run['model_id']} ({run['backend']}) · {run['status']} · {run['duration_ms'] / 1000:.1f}s")
+    click.echo(f"Q: {run['question']}")
+    for step in run["steps"]:
+        head = f"--- {step['idx']}. {step['kind']} {step['name']} ({step['duration_ms']:.0f} ms"
+        tokens = f", {step['prompt_tokens']}+{step['completion_tokens']} tokens" if step["kind"] == "llm" else ""
+        click.echo(head + tokens + ")")
+        click.echo(step["output"] if step["kind"] != "tool" else f"{step['input']}\n=> {step['output']}")
+        if step["error"]:
+            click.echo(f"error: {step['error']}")
+    click.echo(f"A: {run['answer']}" + ("" if run["expected"] is None else f"   (expected {run['expected']}, "
+                                                                           f"{'correct' if run['correct'] else 'wrong'})"))
+    if run["error"]:
+        click.echo(f"error: {run['error']}")
+
+
+@runs.command("export")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True)
+@click.option("--batch", "batch_id", default=None)
+@click.pass_context
+def runs_export(ctx, out_path, batch_id):
+    """Write runs with their steps to a JSONL file."""
+    from .store import Store
+
+    count = Store.open(ctx.obj).export_jsonl(out_path, batch_id=batch_id)
+    click.echo(f"exported {count} runs to {out_path}")
+
+
+@runs.command("delete")
+@click.argument("run_id")
+@click.pass_context
+def runs_delete(ctx, run_id):
+    """Delete one run and its steps."""
+    from .store import Store
+
+    if not Store.open(ctx.obj).delete_run(run_id):
+        raise click.ClickException(f"no run with id {run_id}")
+    click.echo(f"deleted {run_id}")
 
 
 @cli.group()
