@@ -37,6 +37,7 @@ class BatchJob:
     limit: int | None = None
     resume_id: str | None = None
     options: StrategyOptions = field(default_factory=StrategyOptions)
+    templates: dict = field(default_factory=dict)  # strategy -> PromptTemplate (default: the shipped one)
 
 
 @dataclass
@@ -91,12 +92,14 @@ def pending_work(job: BatchJob, store: Store, batch_id: str) -> list[tuple[str, 
 
 
 def answer_one(store: Store, batch_id: str, strategy: str, question: Question, run_id: str | None,
-               model: BaseChatModel, info: RunInfo, options: StrategyOptions, wiki_tool) -> dict:
+               model: BaseChatModel, info: RunInfo, job: BatchJob, wiki_tool) -> dict:
     """Run, score and store one question (completing a run a crash left `running`); returns its OUT record."""
+    template = job.templates.get(strategy)
     run_id = run_id or store.start_run(question.question, strategy, expected=question.answer, batch_id=batch_id,
                                        question_id=question.id, model_id=info.model_id, backend=info.backend,
-                                       sampling=info.sampling)
-    trace = run_question(strategy, question.question, model, info, options=options, wiki_tool=wiki_tool)
+                                       sampling=info.sampling, template_name=getattr(template, "name", ""),
+                                       template_version=getattr(template, "version", 0))
+    trace = run_question(strategy, question.question, model, info, template, job.options, wiki_tool)
     correct = score(trace.answer, question.answer).correct if question.answer is not None else None
     store.finish_run(run_id, trace, correct)
     return {"id": question.id, "question": question.question, "expected": question.answer, "predicted": trace.answer,
@@ -117,7 +120,7 @@ def run_batch(job: BatchJob, store: Store, batch_id: str, model: BaseChatModel, 
         try:
             while True:
                 while len(running) < job.concurrency and not stop.is_set() and (item := next(work, None)):
-                    running.add(pool.submit(answer_one, store, batch_id, *item, model, info, job.options, wiki_tool))
+                    running.add(pool.submit(answer_one, store, batch_id, *item, model, info, job, wiki_tool))
                 if not running:
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)

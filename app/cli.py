@@ -82,7 +82,8 @@ SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty"
 @cli.command()
 @click.argument("question")
 @click.option("--strategy", type=click.Choice(["direct", "cot", "pal", "react"]), default="cot", show_default=True)
-@click.option("--template", "template_name", default=None, help="A shipped template name (default: the strategy's own).")
+@click.option("--template", "template_name", default=None,
+              help="NAME or NAME@VERSION (default: the strategy's own template, latest version).")
 @click.option("--self-consistency", "self_consistency", type=click.IntRange(min=1), default=1, show_default=True,
               help="Sample K answers at temperature 0.7 and vote (cot, pal).")
 @click.option("--wiki", type=click.Choice(["auto", "offline", "live"]), default="auto", show_default=True,
@@ -95,19 +96,21 @@ SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty"
 @click.pass_context
 def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_path, device, dtype, as_json, **sampling):
     """Answer QUESTION with a strategy and print the answer (or the whole trace with --json)."""
-    from prompts.template import TemplateError, load_shipped
+    from prompts.template import TemplateError
 
-    from .runner import StrategyOptions, run_question
+    from .runner import DEFAULT_TEMPLATES, StrategyOptions, run_question
     from .store import Store
+    from .templates import load_template
 
     if not question.strip():
         raise click.BadParameter("the question is empty", param_hint="QUESTION")
     settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
     try:
-        template = load_shipped(template_name) if template_name else None
-        model, info, wiki_tool = _model_and_tools(settings, sampling, strategy == "react", wiki)
         store = Store.open(settings)
-        run_id = store.start_run(question, strategy, model_id=info.model_id, backend=info.backend, sampling=info.sampling)
+        template = load_template(store, template_name or DEFAULT_TEMPLATES[strategy])
+        model, info, wiki_tool = _model_and_tools(settings, sampling, strategy == "react", wiki)
+        run_id = store.start_run(question, strategy, model_id=info.model_id, backend=info.backend, sampling=info.sampling,
+                                 template_name=template.name, template_version=template.version)
         trace = run_question(strategy, question, model, info, template, StrategyOptions(self_consistency=self_consistency),
                              wiki_tool=wiki_tool)
         store.finish_run(run_id, trace)
@@ -140,10 +143,13 @@ def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_pa
 def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, self_consistency, wiki, model_path,
           device, dtype, **sampling):
     """Answer every question of INPUT (JSONL or CSV: question, optional answer and id) with each strategy."""
-    from .batch import BatchJob, run_batch, start_or_resume, summary
+    from prompts.template import TemplateError
+
+    from .batch import BatchJob, start_or_resume, summary
     from .batch_input import read_batch_input
-    from .runner import StrategyOptions
+    from .runner import DEFAULT_TEMPLATES, StrategyOptions
     from .store import Store
+    from .templates import load_template
 
     settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
     try:
@@ -155,10 +161,11 @@ def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, 
         job = BatchJob(source, list(dict.fromkeys(strategies)), Path(out_path), concurrency, limit, resume_id,
                        StrategyOptions(self_consistency=self_consistency))
         store = Store.open(settings)
+        job.templates = {s: load_template(store, DEFAULT_TEMPLATES[s]) for s in job.strategies}
         batch_id = start_or_resume(job, store, {"sampling": sampling, "self_consistency": self_consistency,
                                                 "model": settings.model_path, "concurrency": concurrency})
         model, info, wiki_tool = _model_and_tools(settings, sampling, "react" in job.strategies, wiki)
-    except (ValueError, FileNotFoundError) as exc:
+    except (TemplateError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"batch {batch_id}: {len(job.strategies)} strateg{'y' if len(job.strategies) == 1 else 'ies'}, "
                f"{len(source.questions[:limit] if limit else source.questions)} questions", err=True)
@@ -282,6 +289,64 @@ def runs_delete(ctx, run_id):
     if not Store.open(ctx.obj).delete_run(run_id):
         raise click.ClickException(f"no run with id {run_id}")
     click.echo(f"deleted {run_id}")
+
+
+@cli.group()
+def templates():
+    """Prompt templates: shipped ones are version 1; saved edits become 2, 3, …"""
+
+
+@templates.command("list")
+@click.pass_context
+def templates_list(ctx):
+    """Every template with its versions."""
+    from prompts.template import shipped_template_names
+
+    from .store import Store
+    from .templates import sync_shipped
+
+    store = Store.open(ctx.obj)
+    sync_shipped(store)
+    for name in shipped_template_names():
+        versions = store.template_versions(name)
+        click.echo(f"{name:<16} " + ", ".join(f"v{v['version']}" + (f" ({v['note']})" if v["note"] else "") for v in versions))
+
+
+@templates.command("show")
+@click.argument("spec")
+@click.pass_context
+def templates_show(ctx, spec):
+    """Print the YAML of NAME or NAME@VERSION."""
+    from prompts.template import TemplateError
+
+    from .store import Store
+    from .templates import load_template, parse_spec
+
+    store = Store.open(ctx.obj)
+    try:
+        template = load_template(store, spec)
+    except TemplateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(store.get_template(parse_spec(spec)[0], template.version))
+
+
+@templates.command("save")
+@click.argument("name")
+@click.argument("yaml_file", type=click.File("r", encoding="utf-8"))
+@click.option("--note", default="", help="What changed.")
+@click.pass_context
+def templates_save(ctx, name, yaml_file, note):
+    """Save YAML_FILE as the next version of template NAME (refused when invalid)."""
+    from prompts.template import TemplateError
+
+    from .store import Store
+    from .templates import save_template
+
+    try:
+        version = save_template(Store.open(ctx.obj), name, yaml_file.read(), note)
+    except TemplateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"saved {name}@{version}")
 
 
 @cli.group()

@@ -89,9 +89,14 @@ def shipped_template_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in files("prompts.templates").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_shipped(name: str) -> PromptTemplate:
-    """A template shipped with the package (version 1 of each)."""
+def shipped_template_body(name: str) -> str:
+    """The YAML text of a template shipped with the package."""
     path = files("prompts.templates") / f"{name}.yaml"
     if not path.is_file():
         raise TemplateError(f"no template named '{name}'; shipped: {', '.join(shipped_template_names())}")
-    return parse_template(path.read_text(encoding="utf-8"), source=f"{name}.yaml")
+    return path.read_text(encoding="utf-8")
+
+
+def load_shipped(name: str) -> PromptTemplate:
+    """A template shipped with the package (version 1 of each)."""
+    return parse_template(shipped_template_body(name), source=f"{name}.yaml")

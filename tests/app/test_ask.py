@@ -78,3 +78,29 @@ def test_each_strategy_on_the_default_model_produces_a_complete_trace(runner, st
         assert any(s["kind"] == "tool" and s["name"] == "sandbox" for s in trace["steps"])
     if strategy == "react":
         assert any(s["kind"] in ("tool", "parse_error") for s in trace["steps"])
+
+
+def test_a_saved_template_version_is_used_and_recorded(runner, tiny_model, tmp_path):
+    from prompts.template import shipped_template_body
+
+    edited = tmp_path / "cot.yaml"
+    edited.write_text(shipped_template_body("cot").replace("version: 1", "version: 2").replace("Think step by step", "Reason carefully"))
+    saved = runner.invoke(cli, ["templates", "save", "cot", str(edited), "--note", "careful"])
+    assert saved.exit_code == 0 and "saved cot@2" in saved.output
+    listed = runner.invoke(cli, ["templates", "list"])
+    assert "cot              v1 (shipped), v2 (careful)" in listed.output
+    trace = ask_json(runner, "2+2?", "--strategy", "cot", "--model", tiny_model, "--max-tokens", "4")
+    assert (trace["template_name"], trace["template_version"]) == ("cot", 2)
+    assert "Reason carefully" in trace["steps"][0]["input"]
+    old = ask_json(runner, "2+2?", "--strategy", "cot", "--template", "cot@1", "--model", tiny_model, "--max-tokens", "4")
+    assert old["template_version"] == 1 and "Think step by step" in old["steps"][0]["input"]
+    shown = runner.invoke(cli, ["runs", "show", trace["run_id"]])
+    assert shown.exit_code == 0 and "template cot v2" in shown.output
+
+
+def test_invalid_template_is_refused_and_nothing_saved(runner, tmp_path):
+    broken = tmp_path / "cot.yaml"
+    broken.write_text("name: cot\nversion: 2\nstrategy: cot\nuser: 'no slot'\n")
+    result = runner.invoke(cli, ["templates", "save", "cot", str(broken)])
+    assert result.exit_code == 1 and "{question}" in result.output
+    assert "v2" not in runner.invoke(cli, ["templates", "list"]).output
