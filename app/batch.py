@@ -97,7 +97,8 @@ def answer_one(store: Store, batch_id: str, strategy: str, question: Question, r
     template = job.templates.get(strategy)
     run_id = run_id or store.start_run(question.question, strategy, expected=question.answer, batch_id=batch_id,
                                        question_id=question.id, model_id=info.model_id, backend=info.backend,
-                                       sampling=info.sampling, template_name=getattr(template, "name", ""),
+                                       sampling=info.sampling, model_hash=info.model_hash,
+                                       template_name=getattr(template, "name", ""),
                                        template_version=getattr(template, "version", 0))
     trace = run_question(strategy, question.question, model, info, template, job.options, wiki_tool)
     correct = score(trace.answer, question.answer).correct if question.answer is not None else None

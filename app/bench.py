@@ -54,3 +54,45 @@ def bench_sampling(device: str = "cpu", vocab_sizes=VOCAB_SIZES, batch_sizes=BAT
             if progress:
                 progress(results[-1])
     return results
+
+
+def arithmetic_questions(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n short arithmetic word problems with their answers, the same every time."""
+    import random
+
+    rng = random.Random(seed)
+    items = ["apples", "pencils", "books", "marbles", "stickers", "cookies"]
+    questions = []
+    for _ in range(n):
+        a, b, c = rng.randint(2, 40), rng.randint(2, 9), rng.randint(1, 20)
+        thing = rng.choice(items)
+        questions.append((f"Sam has {a} {thing}. He buys {b} boxes with {c} {thing} in each box. "
+                          f"How many {thing} does he have now?", str(a + b * c)))
+    return questions
+
+
+def bench_batch(backends=("engine", "llamacpp"), n_questions: int = 64, concurrency: int = 4, max_tokens: int = 256,
+                model_path: str | None = None, progress=None) -> list[dict]:
+    """The CoT strategy on n questions per backend through the same strategy code: wall time and questions/min."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prompts.scoring import score
+
+    from .backends import BackendChoice, chat_model
+    from .runner import run_question
+
+    questions = arithmetic_questions(n_questions)
+    results = []
+    for backend in backends:
+        model, info = chat_model(BackendChoice(backend, model_path, "cpu", None, {"max_tokens": max_tokens}))
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            traces = list(pool.map(lambda q: run_question("cot", q[0], model, info), questions))
+        wall = time.perf_counter() - started
+        correct = sum(score(t.answer, q[1]).correct for t, q in zip(traces, questions))
+        results.append({"backend": backend, "questions": n_questions, "wall_s": wall,
+                        "questions_per_min": 60 * n_questions / wall, "correct": correct,
+                        "errors": sum(t.status == "error" for t in traces)})
+        if progress:
+            progress(results[-1])
+    return results

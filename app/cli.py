@@ -13,6 +13,8 @@ from .settings import Settings
 MODEL_OPTION = click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
                             help="GGUF file (default: $REASON_MODEL or the bundled SmolLM2-135M-Instruct).")
 DEVICE_OPTION = click.option("--device", default=None, help="auto, cpu or cuda (default: $REASON_DEVICE or auto).")
+BACKEND_OPTION = click.option("--backend", type=click.Choice(["engine", "llamacpp"]), default="engine", show_default=True,
+                              help="engine: our engine in-process; llamacpp: llama-cpp-python on the same GGUF.")
 DTYPE_OPTION = click.option("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU).")
 
 
@@ -89,12 +91,14 @@ SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty"
 @click.option("--wiki", type=click.Choice(["auto", "offline", "live"]), default="auto", show_default=True,
               help="ReAct's Wikipedia: the offline corpus (reason wiki import), the live API, or offline when imported.")
 @MODEL_OPTION
+@BACKEND_OPTION
 @DEVICE_OPTION
 @DTYPE_OPTION
 @sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the whole trace as JSON.")
 @click.pass_context
-def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_path, device, dtype, as_json, **sampling):
+def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_path, backend, device, dtype, as_json,
+        **sampling):
     """Answer QUESTION with a strategy and print the answer (or the whole trace with --json)."""
     from prompts.template import TemplateError
 
@@ -108,9 +112,10 @@ def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_pa
     try:
         store = Store.open(settings)
         template = load_template(store, template_name or DEFAULT_TEMPLATES[strategy])
-        model, info, wiki_tool = _model_and_tools(settings, sampling, strategy == "react", wiki)
+        model, info, wiki_tool = _model_and_tools(settings, backend, sampling, strategy == "react", wiki)
         run_id = store.start_run(question, strategy, model_id=info.model_id, backend=info.backend, sampling=info.sampling,
-                                 template_name=template.name, template_version=template.version)
+                                 model_hash=info.model_hash, template_name=template.name,
+                                 template_version=template.version)
         trace = run_question(strategy, question, model, info, template, StrategyOptions(self_consistency=self_consistency),
                              wiki_tool=wiki_tool)
         store.finish_run(run_id, trace)
@@ -136,12 +141,13 @@ def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_pa
 @click.option("--self-consistency", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--wiki", type=click.Choice(["auto", "offline", "live"]), default="auto", show_default=True)
 @MODEL_OPTION
+@BACKEND_OPTION
 @DEVICE_OPTION
 @DTYPE_OPTION
 @sampling_options
 @click.pass_context
 def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, self_consistency, wiki, model_path,
-          device, dtype, **sampling):
+          backend, device, dtype, **sampling):
     """Answer every question of INPUT (JSONL or CSV: question, optional answer and id) with each strategy."""
     from prompts.template import TemplateError
 
@@ -164,7 +170,7 @@ def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, 
         job.templates = {s: load_template(store, DEFAULT_TEMPLATES[s]) for s in job.strategies}
         batch_id = start_or_resume(job, store, {"sampling": sampling, "self_consistency": self_consistency,
                                                 "model": settings.model_path, "concurrency": concurrency})
-        model, info, wiki_tool = _model_and_tools(settings, sampling, "react" in job.strategies, wiki)
+        model, info, wiki_tool = _model_and_tools(settings, backend, sampling, "react" in job.strategies, wiki)
     except (TemplateError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"batch {batch_id}: {len(job.strategies)} strateg{'y' if len(job.strategies) == 1 else 'ies'}, "
@@ -178,11 +184,11 @@ def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, 
     _print_summary(summary(store, batch_id))
 
 
-def _model_and_tools(settings, sampling, needs_wiki, wiki_mode):
+def _model_and_tools(settings, backend, sampling, needs_wiki, wiki_mode):
     from .backends import BackendChoice, chat_model
     from .tools import wiki_tool_factory
 
-    choice = BackendChoice("engine", settings.model_path, settings.device, settings.dtype,
+    choice = BackendChoice(backend, settings.model_path, settings.device, settings.dtype,
                            {k: v for k, v in sampling.items() if v is not None})
     model, info = chat_model(choice)
     return model, info, wiki_tool_factory(settings, wiki_mode) if needs_wiki else None
@@ -426,6 +432,29 @@ def bench_sampling_command(device, as_json):
     results = bench_sampling(device, progress=show)
     if as_json:
         click.echo(json.dumps({"device": device, "ours": path, "results": results}, indent=2))
+
+
+@bench.command("batch")
+@click.option("--questions", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@MODEL_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench_batch_command(ctx, questions, concurrency, max_tokens, model_path, as_json):
+    """CoT on N arithmetic questions: our engine in-process vs llama.cpp, through the same strategy code."""
+    from .bench import bench_batch
+
+    model_path = model_path or ctx.obj.model_path
+    show = None if as_json else (lambda r: click.echo(
+        f"{r['backend']:<9} {r['questions']} questions in {r['wall_s']:.1f}s = {r['questions_per_min']:.1f}/min "
+        f"({r['correct']} correct, {r['errors']} errors)"))
+    results = bench_batch(("engine", "llamacpp"), questions, concurrency, max_tokens, model_path, progress=show)
+    ratio = results[0]["questions_per_min"] / results[1]["questions_per_min"]
+    if as_json:
+        click.echo(json.dumps({"results": results, "ours_over_llamacpp": ratio}, indent=2))
+    else:
+        click.echo(f"ours / llama.cpp throughput: {ratio:.2f}x")
 
 
 def main() -> None:

@@ -73,6 +73,7 @@ class RunInfo:
     model_id: str = ""
     backend: str = ""
     sampling: dict = field(default_factory=dict)
+    model_hash: str = ""  # identifies the exact weights file, when there is one
 
     def new_trace(self, question: str, strategy: str, template) -> Trace:
         return Trace(question=question, strategy=strategy, template_name=template.name,

@@ -13,3 +13,13 @@ def test_sort_based_reference_only_draws_from_the_nucleus():
     logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]] * 200)
     drawn = sort_based_top_p(logits, 1.0, 0.5, torch.Generator().manual_seed(0))
     assert set(drawn.tolist()) == {0}
+
+
+def test_arithmetic_questions_are_fixed_and_correct():
+    from app.bench import arithmetic_questions
+
+    questions = arithmetic_questions(5)
+    assert questions == arithmetic_questions(5) and len({q for q, _ in questions}) == 5
+    text, answer = questions[0]
+    numbers = [int(w) for w in text.replace(".", " ").split() if w.isdigit()]
+    assert int(answer) == numbers[0] + numbers[1] * numbers[2]
