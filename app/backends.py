@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +37,28 @@ def chat_model(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
                           model_hash=model_fingerprint(engine.path))
 
 
+def _serial_llama_cpp_class():
+    from langchain_community.chat_models import ChatLlamaCpp
+    from pydantic import PrivateAttr
+
+    class SerialChatLlamaCpp(ChatLlamaCpp):
+        """ChatLlamaCpp, one call at a time: a llama.cpp context crashes when threads share it."""
+
+        _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)  # _generate streams via _stream
+
+        def _generate(self, *args, **kwargs):
+            with self._lock:
+                return super()._generate(*args, **kwargs)
+
+        def _stream(self, *args, **kwargs):
+            with self._lock:
+                yield from super()._stream(*args, **kwargs)
+
+    return SerialChatLlamaCpp
+
+
 def _llama_cpp(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     """llama-cpp-python through LangChain's own llama.cpp chat class, on the same GGUF."""
-    from langchain_community.chat_models import ChatLlamaCpp
 
     from engine import ModelFileError
     from engine.loader import default_model_path
@@ -49,7 +69,7 @@ def _llama_cpp(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     sampling = {"temperature": 0.0, "max_tokens": 512, **choice.sampling}
     renamed = {"repetition_penalty": "repeat_penalty"}
     kwargs = {renamed.get(k, k): v for k, v in sampling.items() if k != "min_p"}
-    model = ChatLlamaCpp(model_path=str(path), n_ctx=4096, n_threads=2, n_batch=512, verbose=False, **kwargs)
+    model = _serial_llama_cpp_class()(model_path=str(path), n_ctx=4096, n_threads=2, n_batch=512, verbose=False, **kwargs)
     return model, RunInfo(model_id=path.stem, backend="llamacpp", sampling=sampling, model_hash=model_fingerprint(path))
 
 

@@ -1,0 +1,63 @@
+"""The Model page: what is loaded (architecture, size, types, context, chat template); switch to another GGUF."""
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from .batches import BatchManager
+from .render import fenced
+from .state import AppState
+
+log = logging.getLogger(__name__)
+
+
+def describe(state: AppState) -> str:
+    """The loaded model's facts as Markdown."""
+    engine = state.engine
+    info = engine.info
+    types = ", ".join(f"{name} ×{count}" for name, count in info["tensor_types"].items())
+    template = engine.chat_template
+    source = "LLaMA-2 [INST] fallback (the file has none)" if template.is_fallback else "from the file"
+    rows = [("file", f"`{info['path']}`"), ("name", info["name"]), ("architecture", info["architecture"]),
+            ("parameters", f"{info['parameters']:,}"), ("quantization / tensor types", types),
+            ("context length", f"{info['context_length']:,}"),
+            ("vocabulary", f"{info['vocab_kind']} ({info['vocab_size']:,} tokens)"),
+            ("device / dtype", f"{info['device']} / {info['dtype']}"), ("chat template", source)]
+    table = "| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"{table}\n\n<details><summary>chat template source</summary>\n\n{fenced(template.source, 'jinja')}\n\n</details>"
+
+
+def engine_status(state: AppState, manager: BatchManager) -> str:
+    """Busy or idle (the engine generates one batch at a time) and how many batches run."""
+    lock = getattr(state.engine, "_lock", None)  # private, so read defensively
+    busy = "unknown" if lock is None else ("generating" if lock.locked() else "idle")
+    batches = sum(manager.is_running(b) for b in list(manager.running))
+    return f"engine: **{busy}** · batches running: **{batches}**"
+
+
+def switch(state: AppState, manager: BatchManager, path: str):
+    """Load another GGUF; a wrong path leaves the current model in place and says why."""
+    from engine import ModelFileError
+
+    if not path or not path.strip():
+        return "**Give the path of a .gguf file.**", describe(state), engine_status(state, manager)
+    try:
+        state.load(path.strip())
+    except (ModelFileError, ValueError, OSError) as exc:
+        return f"**Not loaded** (the current model stays): {exc}", describe(state), engine_status(state, manager)
+    return f"✅ loaded `{path.strip()}`", describe(state), engine_status(state, manager)
+
+
+def build(state: AppState, manager: BatchManager) -> tuple[gr.Markdown, gr.Markdown]:
+    """The Model tab; returns (info, status) so the server can refresh them when the tab opens."""
+    info = gr.Markdown(describe(state), elem_id="model-info")
+    status = gr.Markdown(engine_status(state, manager), elem_id="model-status")
+    with gr.Row():
+        path = gr.Textbox(label="Switch to another GGUF (path on the server)", elem_id="model-path", scale=4)
+        load = gr.Button("Load model", variant="primary", elem_id="model-load")
+        refresh = gr.Button("Refresh status", elem_id="model-refresh")
+    message = gr.Markdown("", elem_id="model-message")
+    load.click(lambda p: switch(state, manager, p), path, [message, info, status])
+    refresh.click(lambda: (describe(state), engine_status(state, manager)), None, [info, status])
+    return info, status

@@ -1,0 +1,77 @@
+"""The web app: one Gradio Blocks with a tab per page, over one loaded model and the trace store."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import gradio as gr
+
+from ..settings import Settings
+from . import batch_page, chat, history, model_page, templates_page
+from .batches import BatchManager
+from .state import AppState
+
+log = logging.getLogger(__name__)
+
+TITLE = "Reasoning Studio"
+
+
+def build_app(settings: Settings, model_path: str | None = None, state: AppState | None = None) -> gr.Blocks:
+    """The app's Blocks; loads the model once (the default model when no path is given)."""
+    state = state or AppState.open(settings, model_path)
+    manager = BatchManager(state)
+    with gr.Blocks(title=TITLE) as app:
+        gr.Markdown(f"# {TITLE}\nLocal reasoning: direct, chain-of-thought, PAL and ReAct; every run is stored.")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat") as chat_tab:
+                strategy, template = chat.build(state)
+            with gr.Tab("Prompt templates", id="templates") as templates_tab:
+                versions = templates_page.build(state)
+            with gr.Tab("Batch", id="batch"):
+                batch_page.build(manager)
+            with gr.Tab("History", id="history") as history_tab:
+                runs, filters = history.build(state)
+            with gr.Tab("Model", id="model") as model_tab:
+                info, status = model_page.build(state, manager)
+        # Pages show what other pages changed (a saved template, a new run) when they are opened.
+        chat_tab.select(lambda s, t: chat.refresh_templates(state, s, t), [strategy, template], template)
+        templates_tab.select(lambda: templates_page.versions_table(state), None, versions)
+        history_tab.select(lambda *f: history.search(state, *f), filters, runs)
+        model_tab.select(lambda: (model_page.describe(state), model_page.engine_status(state, manager)), None,
+                         [info, status])
+    app.reason_state = state  # for tests and embedding
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, auth) -> str | None:
+    """The warning to give when the app is reachable from other machines without a password."""
+    if is_loopback(host) or auth:
+        return None
+    return (f"serving on {host} without --auth: anyone who can reach this machine can run the model "
+            f"and read every stored run. Use --auth USER:PASSWORD or --host 127.0.0.1.")
+
+
+def launch(settings: Settings, host: str = "127.0.0.1", port: int = 7860, model_path: str | None = None,
+           auth: tuple[str, str] | None = None, block: bool = True, warn: bool = True) -> gr.Blocks:
+    """Build and serve the app; blocks until stopped unless `block` is False.
+
+    `warn=False` when the caller (the CLI) has already printed the exposure warning itself.
+    """
+    warning = exposure_warning(host, auth)
+    if warning and warn:
+        log.warning(warning)
+    app = build_app(settings, model_path)
+    app.queue(default_concurrency_limit=4)
+    app.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=True,
+               show_error=True, allowed_paths=[str(settings.home / "batches")], footer_links=[])
+    return app
