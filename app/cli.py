@@ -457,6 +457,35 @@ def bench_batch_command(ctx, questions, concurrency, max_tokens, model_path, as_
         click.echo(f"ours / llama.cpp throughput: {ratio:.2f}x")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 serves other machines (then use --auth).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--auth", default=None, metavar="USER:PASSWORD", envvar="REASON_UI_AUTH",
+              help="Require this login (default: $REASON_UI_AUTH).")
+@MODEL_OPTION
+@DEVICE_OPTION
+@DTYPE_OPTION
+@click.pass_context
+def ui(ctx, host, port, auth, model_path, device, dtype):
+    """Serve the web app: chat with a strategy, prompt templates, batches, run history, the model."""
+    from engine import ModelFileError
+
+    from .ui import exposure_warning, launch
+
+    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
+    if auth and ":" not in auth:
+        raise click.BadParameter("expected USER:PASSWORD", param_hint="--auth")
+    credentials = tuple(auth.split(":", 1)) if auth else None
+    warning = exposure_warning(host, credentials)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"Reasoning Studio: loading the model, then serving http://{host}:{port}/ (Ctrl+C stops)", err=True)
+    try:
+        launch(settings, host=host, port=port, model_path=settings.model_path, auth=credentials, warn=False)
+    except (ModelFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def main() -> None:
     cli(prog_name="reason")
 

@@ -126,7 +126,9 @@ def set_number(page, elem_id: str, value: str) -> None:
 def ask(page, question: str) -> None:
     textbox(page, "chat-question").fill(question)
     page.locator("#chat-ask").click()
-    expect(page.locator("#chat-status")).to_contain_text("done", timeout=RUN_TIMEOUT_MS)
+    # every question in these tests is distinct, so its trace appearing means this run has ended
+    expect(page.locator("#chat-trace")).to_contain_text(f"Q: {question}", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#chat-status")).to_contain_text("done")
 
 
 def test_empty_question_is_refused(page):
@@ -205,7 +207,7 @@ def test_history_opens_a_run(page):
     open_tab(page, "History")
     table = page.locator("#hist-table")
     expect(table).to_contain_text("direct")
-    table.locator("tbody tr").first.locator("td").nth(2).click()
+    table.locator("[data-testid=cell-0-2]").click()  # the newest run's strategy cell selects its row
     expect(textbox(page, "hist-run-id")).not_to_have_value("")
     expect(page.locator("#hist-trace")).to_contain_text("Answer:")
     page.screenshot(path=str(ARTIFACTS / "history.png"), full_page=True)
