@@ -73,8 +73,9 @@ def _llama_cpp(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     return model, RunInfo(model_id=path.stem, backend="llamacpp", sampling=sampling, model_hash=model_fingerprint(path))
 
 
-def model_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+def model_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 over the file size and its first and last MiB: cheap for multi-GB files, and it tells weights apart."""
+    path = Path(path)
     digest = hashlib.sha256(str(path.stat().st_size).encode())
     with path.open("rb") as f:
         digest.update(f.read(chunk))

@@ -6,16 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import cli
-from tests.engine.tiny_gguf import TinyShape, train_sentencepiece, write_tiny_llama
 
 FIXTURES = Path(__file__).resolve().parents[1] / "prompts" / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("ask")
-    # a long context: few-shot prompts are long in a 400-piece vocabulary
-    return str(write_tiny_llama(workdir / "tiny.gguf", train_sentencepiece(workdir), "Q8_0", shape=TinyShape(context=4096)))
 
 
 @pytest.fixture

@@ -4,13 +4,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.backends import BackendChoice, chat_model, model_fingerprint
-from tests.engine.tiny_gguf import train_sentencepiece, write_tiny_llama
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("backends")
-    return write_tiny_llama(workdir / "tiny.gguf", train_sentencepiece(workdir), "Q8_0")
 
 
 def test_llama_cpp_backend_survives_concurrent_callers(tiny_model):

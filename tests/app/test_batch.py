@@ -13,15 +13,8 @@ from click.testing import CliRunner
 from app.cli import cli
 from app.settings import Settings
 from app.store import Store
-from tests.engine.tiny_gguf import TinyShape, train_sentencepiece, write_tiny_llama
 
 EVAL = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "gsm8k_train_200.jsonl"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("batch")
-    return str(write_tiny_llama(workdir / "tiny.gguf", train_sentencepiece(workdir), "Q8_0", shape=TinyShape(context=4096)))
 
 
 @pytest.fixture

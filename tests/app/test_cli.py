@@ -5,13 +5,6 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import cli
-from tests.engine.tiny_gguf import train_sentencepiece, write_tiny_llama
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("cli")
-    return write_tiny_llama(workdir / "tiny.gguf", train_sentencepiece(workdir), "Q8_0")
 
 
 @pytest.fixture
