@@ -8,15 +8,10 @@ from pathlib import Path
 
 import click
 
+from .cli_bench import bench
+from .cli_options import BACKEND_OPTION, DEVICE_OPTION, DTYPE_OPTION, MODEL_OPTION, sampling_options
+from .cli_records import runs, templates, wiki
 from .settings import Settings
-
-MODEL_OPTION = click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-                            help="GGUF file (default: $REASON_MODEL or the bundled SmolLM2-135M-Instruct).")
-DEVICE_OPTION = click.option("--device", default=None, help="auto, cpu or cuda (default: $REASON_DEVICE or auto).")
-BACKEND_OPTION = click.option("--backend", type=click.Choice(["engine", "llamacpp"]), default="engine", show_default=True,
-                              help="engine: our engine in-process; llamacpp: llama-cpp-python on the same GGUF.")
-DTYPE_OPTION = click.option("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU).")
-
 
 def _load(ctx: click.Context, model_path, device, dtype):
     from engine import ModelFileError, load_model
@@ -60,25 +55,6 @@ def generate(ctx, prompt, model_path, device, dtype, max_tokens, stop, chat):
     except ContextLengthError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(completion.text)
-
-
-def sampling_options(fn):
-    """The sampling flags shared by the commands that run a model."""
-    flags = [
-        click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = greedy (default)."),
-        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None),
-        click.option("--top-k", type=click.IntRange(min=0), default=None),
-        click.option("--min-p", type=click.FloatRange(0, 1), default=None),
-        click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True), default=None),
-        click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Per model call (default 512)."),
-        click.option("--seed", type=click.IntRange(min=0), default=None),
-    ]
-    for flag in reversed(flags):
-        fn = flag(fn)
-    return fn
-
-
-SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed")
 
 
 @cli.command()
@@ -220,169 +196,6 @@ def _print_summary(rows: list[dict]) -> None:
                    f"{r['mean_duration_ms'] / 1000:>8.1f}s  {errors}")
 
 
-@cli.group(invoke_without_command=True)
-@click.option("--search", "text", default=None, help="Full-text search over questions and answers.")
-@click.option("--strategy", default=None)
-@click.option("--status", type=click.Choice(["running", "ok", "no_answer", "error"]), default=None)
-@click.option("--batch", "batch_id", default=None)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.pass_context
-def runs(ctx, text, strategy, status, batch_id, limit):
-    """List stored runs, newest first (subcommands: show, export, delete)."""
-    if ctx.invoked_subcommand:
-        return
-    from .store import Store
-
-    rows = Store.open(ctx.obj).search_runs(text=text, strategy=strategy, status=status, batch_id=batch_id, limit=limit)
-    if not rows:
-        click.echo("no runs")
-    for r in rows:
-        answer = "–" if r["answer"] is None else str(r["answer"])[:20]
-        mark = {True: "✓", False: "✗"}.get(r["correct"], " ")
-        click.echo(f"{r['id']}  {r['created_at'][:19]}  {r['strategy']:<6} {r['status']:<9} {mark} {answer:<20}  "
-                   f"{r['question'][:60]}")
-
-
-@runs.command("show")
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def runs_show(ctx, run_id, as_json):
-    """The whole trace of one run, readable."""
-    from .store import Store
-
-    run = Store.open(ctx.obj).get_run(run_id)
-    if run is None:
-        raise click.ClickException(f"no run with id {run_id}")
-    if as_json:
-        click.echo(json.dumps(run, indent=2, ensure_ascii=False, default=str))
-        return
-    click.echo(f"run {run['id']} · {run['strategy']} · template {run['template_name']} v{run['template_version']} · "
-               f"{run['model_id']} ({run['backend']}) · {run['status']} · {run['duration_ms'] / 1000:.1f}s")
-    click.echo(f"Q: {run['question']}")
-    for step in run["steps"]:
-        head = f"--- {step['idx']}. {step['kind']} {step['name']} ({step['duration_ms']:.0f} ms"
-        tokens = f", {step['prompt_tokens']}+{step['completion_tokens']} tokens" if step["kind"] == "llm" else ""
-        click.echo(head + tokens + ")")
-        click.echo(step["output"] if step["kind"] != "tool" else f"{step['input']}\n=> {step['output']}")
-        if step["error"]:
-            click.echo(f"error: {step['error']}")
-    click.echo(f"A: {run['answer']}" + ("" if run["expected"] is None else f"   (expected {run['expected']}, "
-                                                                           f"{'correct' if run['correct'] else 'wrong'})"))
-    if run["error"]:
-        click.echo(f"error: {run['error']}")
-
-
-@runs.command("export")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True)
-@click.option("--batch", "batch_id", default=None)
-@click.pass_context
-def runs_export(ctx, out_path, batch_id):
-    """Write runs with their steps to a JSONL file."""
-    from .store import Store
-
-    count = Store.open(ctx.obj).export_jsonl(out_path, batch_id=batch_id)
-    click.echo(f"exported {count} runs to {out_path}")
-
-
-@runs.command("delete")
-@click.argument("run_id")
-@click.pass_context
-def runs_delete(ctx, run_id):
-    """Delete one run and its steps."""
-    from .store import Store
-
-    if not Store.open(ctx.obj).delete_run(run_id):
-        raise click.ClickException(f"no run with id {run_id}")
-    click.echo(f"deleted {run_id}")
-
-
-@cli.group()
-def templates():
-    """Prompt templates: shipped ones are version 1; saved edits become 2, 3, …"""
-
-
-@templates.command("list")
-@click.pass_context
-def templates_list(ctx):
-    """Every template with its versions."""
-    from prompts.template import shipped_template_names
-
-    from .store import Store
-    from .templates import sync_shipped
-
-    store = Store.open(ctx.obj)
-    sync_shipped(store)
-    for name in shipped_template_names():
-        versions = store.template_versions(name)
-        click.echo(f"{name:<16} " + ", ".join(f"v{v['version']}" + (f" ({v['note']})" if v["note"] else "") for v in versions))
-
-
-@templates.command("show")
-@click.argument("spec")
-@click.pass_context
-def templates_show(ctx, spec):
-    """Print the YAML of NAME or NAME@VERSION."""
-    from prompts.template import TemplateError
-
-    from .store import Store
-    from .templates import load_template, parse_spec
-
-    store = Store.open(ctx.obj)
-    try:
-        template = load_template(store, spec)
-    except TemplateError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(store.get_template(parse_spec(spec)[0], template.version))
-
-
-@templates.command("save")
-@click.argument("name")
-@click.argument("yaml_file", type=click.File("r", encoding="utf-8"))
-@click.option("--note", default="", help="What changed.")
-@click.pass_context
-def templates_save(ctx, name, yaml_file, note):
-    """Save YAML_FILE as the next version of template NAME (refused when invalid)."""
-    from prompts.template import TemplateError
-
-    from .store import Store
-    from .templates import save_template
-
-    try:
-        version = save_template(Store.open(ctx.obj), name, yaml_file.read(), note)
-    except TemplateError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"saved {name}@{version}")
-
-
-@cli.group()
-def wiki():
-    """The offline Wikipedia corpus that ReAct searches on machines without network."""
-
-
-@wiki.command("import")
-@click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.pass_context
-def wiki_import(ctx, source):
-    """Import SOURCE (JSONL with title/text per line, or a MediaWiki XML dump, optionally .gz/.bz2)."""
-    from prompts.wiki import import_corpus
-
-    from .tools import wiki_paths
-
-    corpus, _ = wiki_paths(ctx.obj)
-    corpus.parent.mkdir(parents=True, exist_ok=True)
-    errors: list[str] = []
-    try:
-        count = import_corpus(source, corpus, errors)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    for error in errors[:20]:
-        click.echo(f"skipped: {error}", err=True)
-    if len(errors) > 20:
-        click.echo(f"… and {len(errors) - 20} more skipped", err=True)
-    click.echo(f"imported {count} pages into {corpus}")
-
-
 @cli.command("model-info")
 @MODEL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -407,54 +220,6 @@ def model_info(ctx, model_path, as_json):
             ("chat template", "from the file" if info["chat_template"] else "none (LLaMA-2 [INST] fallback)")]
     for key, value in rows:
         click.echo(f"{key:>15}: {value}")
-
-
-@cli.group()
-def bench():
-    """Benchmarks: ours against a reference, side by side in one process."""
-
-
-@bench.command("sampling")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda runs the Triton kernels).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def bench_sampling_command(device, as_json):
-    """Time per sampling step, ours vs sort-based top-p, for vocab 32000/49152/128256 and batch 1/8/64/256."""
-    from .bench import bench_sampling
-
-    if device == "cuda" and not __import__("torch").cuda.is_available():
-        raise click.ClickException("--device cuda: no CUDA GPU is available")
-    path = "Triton kernels" if device == "cuda" else "the PyTorch sampler (Triton runs only on GPU)"
-    if not as_json:
-        click.echo(f"sampling on {device}: ours = {path}; reference = torch.sort + cumsum top-p")
-        click.echo(f"{'vocab':>7} {'batch':>5} {'ours ms':>9} {'sort ms':>9} {'speed-up':>8}")
-    show = None if as_json else (lambda r: click.echo(
-        f"{r['vocab']:>7} {r['batch']:>5} {r['ours_ms']:>9.3f} {r['sort_top_p_ms']:>9.3f} {r['speedup']:>7.2f}x"))
-    results = bench_sampling(device, progress=show)
-    if as_json:
-        click.echo(json.dumps({"device": device, "ours": path, "results": results}, indent=2))
-
-
-@bench.command("batch")
-@click.option("--questions", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@MODEL_OPTION
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def bench_batch_command(ctx, questions, concurrency, max_tokens, model_path, as_json):
-    """CoT on N arithmetic questions: our engine in-process vs llama.cpp, through the same strategy code."""
-    from .bench import bench_batch
-
-    model_path = model_path or ctx.obj.model_path
-    show = None if as_json else (lambda r: click.echo(
-        f"{r['backend']:<9} {r['questions']} questions in {r['wall_s']:.1f}s = {r['questions_per_min']:.1f}/min "
-        f"({r['correct']} correct, {r['errors']} errors)"))
-    results = bench_batch(("engine", "llamacpp"), questions, concurrency, max_tokens, model_path, progress=show)
-    ratio = results[0]["questions_per_min"] / results[1]["questions_per_min"]
-    if as_json:
-        click.echo(json.dumps({"results": results, "ours_over_llamacpp": ratio}, indent=2))
-    else:
-        click.echo(f"ours / llama.cpp throughput: {ratio:.2f}x")
 
 
 @cli.command()
@@ -484,6 +249,10 @@ def ui(ctx, host, port, auth, model_path, device, dtype):
         launch(settings, host=host, port=port, model_path=settings.model_path, auth=credentials, warn=False)
     except (ModelFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+for command in (runs, templates, wiki, bench):
+    cli.add_command(command)
 
 
 def main() -> None:
