@@ -14,9 +14,6 @@ from app.cli import cli
 from app.settings import Settings
 from app.store import Store
 
-EVAL = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "gsm8k_train_200.jsonl"
-
-
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("REASON_HOME", str(tmp_path / "home"))
@@ -90,8 +87,10 @@ def test_resume_refuses_another_input_file(home, tmp_path, tiny_model):
 
 @pytest.mark.slow
 def test_batch_on_the_default_model(home, tmp_path):
-    source, out = tmp_path / "gsm.jsonl", tmp_path / "out.jsonl"
-    source.write_text("".join(EVAL.read_text().splitlines(keepends=True)[:2]))
+    source, out = tmp_path / "word_problems.jsonl", tmp_path / "out.jsonl"
+    rows = [{"id": "a", "question": "A shop sells 12 pens a day. How many pens does it sell in 5 days?", "answer": "60"},
+            {"id": "b", "question": "Mia had 40 stickers and gave away 15. How many are left?", "answer": "25"}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = CliRunner().invoke(cli, ["batch", str(source), "--strategy", "cot", "--strategy", "pal", "--out", str(out),
                                       "--max-tokens", "96"])
     assert result.exit_code == 0, result.output
