@@ -39,6 +39,10 @@ class BatchJob:
     options: StrategyOptions = field(default_factory=StrategyOptions)
     templates: dict = field(default_factory=dict)  # strategy -> PromptTemplate (default: the shipped one)
 
+    @property
+    def questions(self) -> list[Question]:
+        return self.source.questions[: self.limit] if self.limit else self.source.questions
+
 
 @dataclass
 class Progress:
@@ -67,10 +71,9 @@ class Progress:
 
 def start_or_resume(job: BatchJob, store: Store, settings: dict) -> str:
     """The batch id: a new batch, or the one being resumed (whose input must be the same file)."""
-    questions = job.source.questions[: job.limit] if job.limit else job.source.questions
     if job.resume_id is None:
         return store.create_batch(job.source.path.name, job.source.sha256, job.strategies, settings,
-                                  len(questions) * len(job.strategies))
+                                  len(job.questions) * len(job.strategies))
     batch = store.get_batch(job.resume_id)
     if batch is None:
         raise ValueError(f"no batch with id {job.resume_id}; see `reason runs --batch` or the Batch page")
@@ -82,12 +85,11 @@ def start_or_resume(job: BatchJob, store: Store, settings: dict) -> str:
 
 def pending_work(job: BatchJob, store: Store, batch_id: str) -> list[tuple[str, Question, str | None]]:
     """(strategy, question, run id left `running` by a crash) for every question without a finished run."""
-    questions = job.source.questions[: job.limit] if job.limit else job.source.questions
     work = []
     for strategy in job.strategies:
         finished = store.finished_question_ids(batch_id, strategy)
         stale = store.unfinished_runs(batch_id, strategy)
-        work += [(strategy, q, stale.get(q.id)) for q in questions if q.id not in finished]
+        work += [(strategy, q, stale.get(q.id)) for q in job.questions if q.id not in finished]
     return work
 
 

@@ -150,7 +150,7 @@ def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, 
     except (TemplateError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"batch {batch_id}: {len(job.strategies)} strateg{'y' if len(job.strategies) == 1 else 'ies'}, "
-               f"{len(source.questions[:limit] if limit else source.questions)} questions", err=True)
+               f"{len(job.questions)} questions", err=True)
     try:
         _run_with_progress(job, store, batch_id, model, info, wiki_tool)
     except KeyboardInterrupt:
