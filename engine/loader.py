@@ -4,14 +4,17 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from importlib.metadata import PackageNotFoundError, distribution
+from itertools import chain
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .activation_quant import ACTIVATION_FORMAT
 from .dequant import UnsupportedTensorType, block_mins, dequantize, type_name
 from .gguf_file import GGUFFile, ModelFileError
-from .model import ModelArgs, Transformer, precompute_freqs_cis
+from .model import Linear, ModelArgs, Transformer, precompute_freqs_cis
+from .quant_linear import PackedLinear, packed_linear
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ TENSOR_NAMES = {
     "blk.{i}.ffn_up.weight": "layers.{i}.feed_forward.w3.weight",
 }
 ROPE_FREQS = "rope_freqs.weight"
+WEIGHT_LAYOUTS = ("dense", "packed")
 
 
 def default_model_path() -> Path:
@@ -94,24 +98,36 @@ def _load_tensor(gguf: GGUFFile, name: str) -> torch.Tensor:
         raise ModelFileError(f"{gguf.path}: {exc}") from exc
 
 
-def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dtype: torch.dtype,
-                      llama_cpp_numerics: bool = False) -> Transformer:
-    """Dequantize every weight into `dtype` on `device` and assemble the model.
+def _load_packed(gguf: GGUFFile, name: str) -> PackedLinear:
+    info = gguf.tensors[name]
+    try:
+        return packed_linear(info.data, info.ggml_type, info.shape, name=name)
+    except UnsupportedTensorType as exc:
+        raise ModelFileError(f"{gguf.path}: {exc}") from exc
 
+
+def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dtype: torch.dtype,
+                      llama_cpp_numerics: bool = False, weights: str = "dense") -> Transformer:
+    """Assemble the model from the GGUF's weights on `device`, computing in `dtype`.
+
+    `weights`: "dense" dequantizes every weight into `dtype`; "packed" (CPU, bfloat16 only) keeps
+    the attention and feed-forward weights, and an untied output head, low-bit as PackedLinear
+    (see quant_linear), built one tensor at a time; the token embeddings stay dense.
     `llama_cpp_numerics`: round each linear layer's input as llama.cpp does for that weight type.
     """
+    _check_weights(weights, torch.device(device), dtype, llama_cpp_numerics)
     mapping = _gguf_to_ours(args)
     missing = [name for name in mapping if name not in gguf.tensors]
     if missing:
         raise ModelFileError(f"{gguf.path}: tensors missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
     with torch.device("meta"):
         model = Transformer(args)
+    if weights == "packed":
+        mapping = _pack_linears(model, gguf, mapping)
     state = {}
     for gguf_name, our_name in mapping.items():
         tensor = _load_tensor(gguf, gguf_name)
-        expected = model.get_parameter(our_name).shape
-        if tensor.shape != expected:
-            raise ModelFileError(f"{gguf.path}: tensor '{gguf_name}' has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
+        _check_shape(gguf, gguf_name, tuple(tensor.shape), tuple(model.get_parameter(our_name).shape))
         state[our_name] = tensor.to(device=device, dtype=dtype)
     if args.tied_output:
         state["output.weight"] = state["tok_embeddings.weight"]
@@ -123,6 +139,48 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     if llama_cpp_numerics:
         _set_activation_formats(model, gguf, mapping)
     return model.eval()
+
+
+def _check_weights(weights: str, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool) -> None:
+    if weights not in WEIGHT_LAYOUTS:
+        raise ValueError(f"weights '{weights}' is not supported; choose 'dense' (dequantized) or 'packed' (low-bit, CPU bfloat16)")
+    if weights == "dense":
+        return
+    if device.type != "cpu":
+        raise ValueError(f"weights='packed' runs on PyTorch's CPU int4/int8 kernels; use device 'cpu' (got '{device}') or weights='dense'")
+    if dtype != torch.bfloat16:
+        raise ValueError(f"weights='packed' computes in bfloat16 (the CPU int4/int8 kernels are 20-30x slower otherwise); "
+                         f"use dtype bfloat16 (got {str(dtype).removeprefix('torch.')}) or weights='dense'")
+    if llama_cpp_numerics:
+        raise ValueError("llama_cpp_numerics rounds inputs as llama.cpp does for dense weights only; use weights='dense' for it")
+
+
+def _check_shape(gguf: GGUFFile, gguf_name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    if shape != expected:
+        raise ModelFileError(f"{gguf.path}: tensor '{gguf_name}' has shape {shape}, expected {expected}")
+
+
+def _pack_linears(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> dict[str, str]:
+    """Put a PackedLinear in place of every Linear that `mapping` loads; return the rest of it."""
+    rest = {}
+    for gguf_name, our_name in mapping.items():
+        module_name = our_name.removesuffix(".weight")
+        module = model.get_submodule(module_name)
+        if not isinstance(module, Linear):
+            rest[gguf_name] = our_name
+            continue
+        _check_shape(gguf, gguf_name, gguf.tensors[gguf_name].shape, tuple(module.weight.shape))
+        model.set_submodule(module_name, _load_packed(gguf, gguf_name))
+    return rest
+
+
+def resident_bytes(model: nn.Module) -> int:
+    """Bytes held by the model's parameters and buffers (packed weights included), each storage once."""
+    storages = {}
+    for t in chain(model.parameters(), model.buffers()):
+        storage = t.untyped_storage()
+        storages[(t.device, storage.data_ptr())] = storage.nbytes()
+    return sum(storages.values())
 
 
 def _set_activation_formats(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> None:
