@@ -66,3 +66,12 @@ def _q8_k(x: torch.Tensor) -> torch.Tensor:
     q = torch.clamp(torch.round(blocks * iscale), max=127)
     d = torch.where(iscale != 0, 1.0 / iscale, torch.zeros_like(iscale))
     return (q * d).reshape(x.shape)
+
+
+def fp16_rounded_attention(q, k, v, mask) -> torch.Tensor:
+    """Attention as llama.cpp's CPU path computes it: q and the probabilities pass through fp16."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, n_heads, S, head_dim)
+    scores = fake_quantize(q, "F16") @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, n_heads, T, S)
+    probs = torch.softmax(scores.float().masked_fill(~mask, float("-inf")), dim=-1)
+    return fake_quantize(probs, "F16").to(v.dtype) @ v  # (B, n_heads, T, head_dim)

@@ -10,11 +10,13 @@ import torch
 
 from .beam_search import beam_search
 from .chat_template import ChatTemplate
-from .generate import Completion, ContextLengthError, generate
+from .generate import Completion, ContextLengthError
 from .gguf_file import GGUFFile
-from .loader import build_transformer, default_model_path, describe_gguf, model_args
+from .kv_pool import BlockPool
+from .loader import build_transformer, default_model_path, describe_gguf, model_args, resident_bytes
 from .model import ModelArgs
 from .sampling import SamplingParams
+from .scheduler import RequestHandle, Scheduler
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -32,9 +34,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
+BLOCK_SIZE = 16
+DEFAULT_KV_CACHE_MB = 2048
+
+
+def cpu_has_fast_bf16() -> bool:
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.bfloat16 if device.type == "cuda" or cpu_has_fast_bf16() else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
@@ -45,7 +55,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 class Engine:
     """One model in memory: tokenize, chat-format, score (logits) and generate."""
 
-    def __init__(self, gguf: GGUFFile, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool):
+    def __init__(self, gguf: GGUFFile, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool,
+                 weights: str = "dense", kv_cache_mb: float | None = None, max_batch: int = 64):
         self.path = gguf.path
         self.args: ModelArgs = model_args(gguf)
         self.tokenizer = Tokenizer.from_gguf(gguf)
@@ -53,10 +64,32 @@ class Engine:
         token_text = lambda i: tokens[i] if i is not None and 0 <= i < len(tokens) else ""  # noqa: E731
         self.chat_template = ChatTemplate(gguf.get("tokenizer.chat_template"),
                                           token_text(self.tokenizer.bos_id), token_text(self.tokenizer.eos_id))
-        self.model = build_transformer(gguf, self.args, device, dtype, llama_cpp_numerics)
-        self.device, self.dtype = device, dtype
-        self._lock = threading.Lock()  # one generation at a time: the KV cache lives on the model
+        self.model = build_transformer(gguf, self.args, device, dtype, llama_cpp_numerics, weights=weights)
+        self.device, self.dtype, self.weights = device, dtype, weights
+        self._lock = threading.Lock()  # beam search keeps its own contiguous cache on the model: one at a time
+        self.pool = self._kv_pool(kv_cache_mb)
+        self.scheduler = Scheduler(self.model, self.tokenizer, self.pool, max_batch=max_batch)
         self.info = self._describe(gguf)
+
+    def _kv_pool(self, kv_cache_mb: float | None) -> BlockPool:
+        """A pool of KV blocks within the budget, but always room for one full-context sequence."""
+        a = self.args
+        bytes_per_token = 2 * a.n_layers * a.n_kv_heads * a.head_dim * torch.finfo(self.dtype).bits // 8
+        budget = (kv_cache_mb if kv_cache_mb is not None else DEFAULT_KV_CACHE_MB) * 2**20
+        blocks = max(int(budget // (bytes_per_token * BLOCK_SIZE)), -(-a.max_seq_len // BLOCK_SIZE) + 2)
+        return BlockPool(a.n_layers, blocks, BLOCK_SIZE, a.n_kv_heads, a.head_dim, self.dtype, self.device)
+
+    def submit(self, prompt: str | list[int], params: SamplingParams | None = None) -> RequestHandle:
+        """Queue one prompt (text, BOS added per the tokenizer, or token ids); stream or wait on the handle."""
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        return self.scheduler.submit(ids, params or SamplingParams())
+
+    def stats(self) -> dict:
+        """Scheduler queue and KV pool occupancy."""
+        return self.scheduler.stats()
+
+    def close(self) -> None:
+        self.scheduler.close()
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         return self.chat_template.render(messages, add_generation_prompt)
@@ -83,16 +116,22 @@ class Engine:
         overrides = {k: v for k, v in (("max_tokens", max_tokens), ("stop", stop)) if v is not None}
         per_prompt = [replace(p, **overrides).validate(self.args.vocab_size) for p in per_prompt]
         encoded = [self.tokenizer.encode(p) for p in prompts]
-        with self._lock:
-            if any(p.num_beams > 1 for p in per_prompt):
-                return [c for i, (ids, p) in enumerate(zip(encoded, per_prompt)) for c in self._beam_or_sample(ids, p, i)]
-            return generate(self.model, self.tokenizer, encoded, per_prompt)
-
-    def _beam_or_sample(self, ids: list[int], params: SamplingParams, index: int) -> list[Completion]:
-        if params.num_beams > 1:
-            return beam_search(self.model, self.tokenizer, ids, params, index)
-        completions = generate(self.model, self.tokenizer, [ids], [params])
-        return [replace(c, prompt_index=index) for c in completions]
+        for ids in encoded:
+            self._check_length(ids)
+        handles = {i: self.scheduler.submit(ids, p) for i, (ids, p) in enumerate(zip(encoded, per_prompt))
+                   if p.num_beams == 1}  # all in the scheduler at once: one continuous batch
+        try:
+            results = []
+            for i, (ids, p) in enumerate(zip(encoded, per_prompt)):
+                if i in handles:
+                    results += [replace(c, prompt_index=i) for c in handles[i].result()]
+                else:
+                    with self._lock:
+                        results += beam_search(self.model, self.tokenizer, ids, p, i)
+            return results
+        finally:
+            for handle in handles.values():
+                handle.cancel()  # a no-op for finished ones; frees the rest if we were interrupted
 
     def _check_length(self, token_ids: list[int]) -> None:
         if not token_ids:
@@ -104,7 +143,10 @@ class Engine:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.args.vocab_size - 1})")
 
     def _describe(self, gguf: GGUFFile) -> dict:
-        return {**describe_gguf(gguf), "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
+        return {**describe_gguf(gguf), "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "weights": self.weights, "resident_mb": round(resident_bytes(self.model) / 2**20, 1),
+                "kv_cache_mb": round((self.pool.k.nbytes + self.pool.v.nbytes) / 2**20, 1),
+                "kv_block_size": self.pool.block_size}
 
 
 def model_info(path: str | Path | None = None) -> dict:
@@ -113,15 +155,22 @@ def model_info(path: str | Path | None = None) -> dict:
 
 
 def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None,
-               llama_cpp_numerics: bool | None = None) -> Engine:
+               llama_cpp_numerics: bool | None = None, weights: str | None = None,
+               kv_cache_mb: float | None = None, max_batch: int = 64) -> Engine:
     """Load a LLaMA-family GGUF (None: the default SmolLM2-135M-Instruct shipped with the package).
 
+    dtype (default: bfloat16 on GPUs and on CPUs with fast bf16, else float32).
+    weights: "packed" keeps 4/8-bit weights packed for PyTorch's weight-only kernels (default
+    for bfloat16 on CPU); "dense" dequantizes them into `dtype` (the reference path).
     `llama_cpp_numerics` (default: on for float32) rounds activations as llama.cpp's CPU
     matmuls do, so greedy outputs match llama.cpp's token for token.
+    kv_cache_mb: the paged KV pool's budget (default 2048, at least one full context).
     """
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     gguf = GGUFFile(path if path is not None else default_model_path())
     if llama_cpp_numerics is None:
         llama_cpp_numerics = dtype == torch.float32
-    return Engine(gguf, device, dtype, llama_cpp_numerics)
+    if weights is None:
+        weights = "packed" if device.type == "cpu" and dtype == torch.bfloat16 and not llama_cpp_numerics else "dense"
+    return Engine(gguf, device, dtype, llama_cpp_numerics, weights, kv_cache_mb, max_batch)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activation_quant import fake_quantize, q8_1_sum_error
+from .activation_quant import fake_quantize, fp16_rounded_attention, q8_1_sum_error
+from .paged_attention import PagedBatch, paged_attention
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # fp32 values, fp64 sum of squares (as ggml does) for stability in bf16/fp16
+        if x.dtype != torch.float32:  # the fast path: one fused fp32 kernel
+            return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
+        # float32 is the reference: fp64 sum of squares, as ggml does
         xf = x.float()
         mean_square = (xf * xf).double().mean(-1, keepdim=True) + self.eps
         normed = xf * (1.0 / torch.sqrt(mean_square.float()))
@@ -126,12 +129,14 @@ class Attention(nn.Module):
         self.kv_cache: KVCache | None = None
         self.fp16_rounding = False  # llama.cpp's f16 KV cache and f16 matmul inputs; see loader
 
-    def forward(self, x, freqs_cis, mask, positions) -> torch.Tensor:
+    def forward(self, x, freqs_cis, mask, positions, paged: PagedBatch | None = None, layer: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
+        if paged is not None:
+            return self.wo(paged_attention(q, k, v, paged, layer, self.fp16_rounding))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, head_dim)
         if self.fp16_rounding:
             k, v = fake_quantize(k, "F16"), fake_quantize(v, "F16")
@@ -142,15 +147,6 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
-
-
-def fp16_rounded_attention(q, k, v, mask) -> torch.Tensor:
-    """Attention as llama.cpp's CPU path computes it: q and the probabilities pass through fp16."""
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, n_heads, S, head_dim)
-    scores = fake_quantize(q, "F16") @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, n_heads, T, S)
-    probs = torch.softmax(scores.float().masked_fill(~mask, float("-inf")), dim=-1)
-    return fake_quantize(probs, "F16").to(v.dtype) @ v  # (B, n_heads, T, head_dim)
 
 
 class FeedForward(nn.Module):
@@ -172,8 +168,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, freqs_cis, mask, positions) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, positions)
+    def forward(self, x, freqs_cis, mask, positions, paged: PagedBatch | None = None, layer: int = 0) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, positions, paged, layer)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -214,6 +210,17 @@ class Transformer(nn.Module):
         for layer in self.layers:
             h = layer(h, freqs_cis, mask, positions)
         return self.output(self.norm(h)).float()
+
+    def forward_paged(self, tokens: torch.Tensor, positions: torch.Tensor, paged: PagedBatch,
+                      logits_at: torch.Tensor) -> torch.Tensor:
+        """A step over the paged KV pool. tokens, positions: (B, T) right-padded; logits_at: (B,) the
+        index in T whose logits each row needs. Returns float32 logits (B, vocab_size)."""
+        h = self.tok_embeddings(tokens)
+        freqs_cis = self.freqs_cis[positions]
+        for i, layer in enumerate(self.layers):
+            h = layer(h, freqs_cis, None, positions, paged, i)
+        last = h[torch.arange(h.shape[0], device=h.device), logits_at]  # only the rows' last tokens reach the head
+        return self.output(self.norm(last)).float()
 
     def _mask(self, positions: torch.Tensor) -> torch.Tensor:
         # With a cache the keys are every slot 0..S-1 of the row; a query at position p may see

@@ -70,7 +70,7 @@ def test_n_best_beams_come_best_first():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_gguf_factory):
-    return load_model(tiny_gguf_factory("Q4_0"))
+    return load_model(tiny_gguf_factory("Q4_0"), dtype="float32")
 
 
 def test_one_beam_equals_greedy_on_a_real_model(tiny):

@@ -48,7 +48,7 @@ def test_linear_rope_scaling_is_read_and_yarn_refused(tmp_path, spm_vocab, monke
     add(gguf.RopeScalingType.LINEAR, 4.0)
     path = write_tiny_llama(tmp_path / "linear.gguf", spm_vocab, "F32")
     assert model_args(GGUFFile(path)).rope_scaling_factor == 4.0
-    model, ref = load_model(path), llama_cpp_model(path)
+    model, ref = load_model(path, dtype="float32"), llama_cpp_model(path)
     ids = model.tokenizer.encode("The quick brown fox jumps over the lazy dog.")
     ours, theirs = model.logits(ids), torch.from_numpy(llama_cpp_logits(ref, ids))
     assert ((ours - theirs).norm() / theirs.norm()) < 2e-4
@@ -59,7 +59,7 @@ def test_linear_rope_scaling_is_read_and_yarn_refused(tmp_path, spm_vocab, monke
 
 def test_tied_output_head_matches_llama_cpp(tmp_path, spm_vocab):
     path = write_tiny_llama(tmp_path / "tied.gguf", spm_vocab, "Q8_0", tied=True)
-    model = load_model(path)
+    model = load_model(path, dtype="float32")
     assert model.args.tied_output and model.model.output.weight is model.model.tok_embeddings.weight
     ids = model.tokenizer.encode("Paris is the capital of France.")
     ours, theirs = model.logits(ids), torch.from_numpy(llama_cpp_logits(llama_cpp_model(path), ids))
@@ -70,7 +70,7 @@ def test_tied_output_head_matches_llama_cpp(tmp_path, spm_vocab):
 def test_half_precision_compute_agrees_with_fp32(tiny_gguf_factory, dtype):
     path = tiny_gguf_factory("Q4_0")
     ids = load_model(path).tokenizer.encode("A farmer has 12 cows and sells 5 of them.")
-    reference = load_model(path, llama_cpp_numerics=False).logits(ids)
+    reference = load_model(path, dtype="float32", llama_cpp_numerics=False).logits(ids)
     half = load_model(path, dtype=dtype).logits(ids)
     assert half.dtype == torch.float32
     assert (half.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9

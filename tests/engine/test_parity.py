@@ -44,14 +44,14 @@ def compare(ours_model, ref_model, prompts):
 @pytest.mark.parametrize("weight_type", WEIGHT_TYPES)
 def test_tiny_model_logits_match_llama_cpp(tiny_gguf_factory, weight_type):
     path = tiny_gguf_factory(weight_type)
-    agreement, rel_error = compare(load_model(path, device="cpu"), llama_cpp_model(path), PROMPTS)
+    agreement, rel_error = compare(load_model(path, device="cpu", dtype="float32"), llama_cpp_model(path), PROMPTS)
     print(f"{weight_type}: argmax agreement {agreement:.4f}, max relative error {rel_error:.2e}")
     assert agreement >= 0.99
     assert rel_error < REL_ERROR_BOUND.get(weight_type, QUANT_REL_ERROR_BOUND)
 
 
 def test_llama2_shaped_model_matches_llama_cpp(llama2_gguf):
-    ours = load_model(llama2_gguf, device="cpu")
+    ours = load_model(llama2_gguf, device="cpu", dtype="float32")
     assert ours.args.n_kv_heads < ours.args.n_heads and not ours.args.tied_output
     assert ours.tokenizer.kind == "llama"
     agreement, rel_error = compare(ours, llama_cpp_model(llama2_gguf), PROMPTS)
@@ -61,7 +61,7 @@ def test_llama2_shaped_model_matches_llama_cpp(llama2_gguf):
 @pytest.mark.parametrize("weight_type", ["F16", "Q4_K"])
 def test_tiny_model_greedy_64_tokens_match_llama_cpp(tiny_gguf_factory, weight_type):
     path = tiny_gguf_factory(weight_type)
-    ours, ref = load_model(path, device="cpu"), llama_cpp_model(path)
+    ours, ref = load_model(path, device="cpu", dtype="float32"), llama_cpp_model(path)
     completions = ours.generate(PROMPTS, max_tokens=64)
     same = sum(c.token_ids == llama_cpp_greedy(ref, ours.tokenizer.encode(text), 64)
                for text, c in zip(PROMPTS, completions))
@@ -84,7 +84,7 @@ GREEDY_PROMPTS = [
 
 @pytest.mark.slow
 def test_default_model_logits_match_llama_cpp(default_gguf):
-    agreement, rel_error = compare(load_model(default_gguf, device="cpu"), llama_cpp_model(default_gguf), PROMPTS + GREEDY_PROMPTS)
+    agreement, rel_error = compare(load_model(default_gguf, device="cpu", dtype="float32"), llama_cpp_model(default_gguf), PROMPTS + GREEDY_PROMPTS)
     print(f"default model: argmax agreement {agreement:.4f}, max relative error {rel_error:.2e}")
     # Measured 0.972 (the issue asks 0.99; llama.cpp batch 1 vs 512 agrees 0.96-1.0 with itself)
     assert agreement >= 0.95
@@ -93,7 +93,7 @@ def test_default_model_logits_match_llama_cpp(default_gguf):
 
 @pytest.mark.slow
 def test_default_model_greedy_continuations_match_llama_cpp(default_gguf):
-    ours, ref = load_model(default_gguf, device="cpu"), llama_cpp_model(default_gguf, n_ctx=1024)
+    ours, ref = load_model(default_gguf, device="cpu", dtype="float32"), llama_cpp_model(default_gguf, n_ctx=1024)
     completions = ours.generate(GREEDY_PROMPTS, max_tokens=64)
     expected = [llama_cpp_greedy(ref, ours.tokenizer.encode(text), 64) for text in GREEDY_PROMPTS]
     same_start = sum(c.token_ids[:8] == e[:8] for c, e in zip(completions, expected))

@@ -1,0 +1,107 @@
+"""Attention over the paged KV pool, with the common prefix of a batch read once.
+
+A batch row b holds T new tokens (right-padded) at positions start_b..start_b+t_b-1. Their keys
+and values are written to the pool first, then each query attends to its row's slots.
+When every row starts with the same cached blocks (the few-shot prompt all requests share),
+those S keys are attended in one call for all queries of the batch, each row's own keys in a
+second call, and the two partial results are merged by their log-sum-exp. That reads the shared
+prefix once per layer instead of once per row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .activation_quant import fake_quantize, fp16_rounded_attention
+
+
+@dataclass
+class PagedBatch:
+    """Where a batch's new tokens go in the pool and which slots each query may read."""
+    k_pool: torch.Tensor  # (n_layers, slots, n_kv_heads, head_dim)
+    v_pool: torch.Tensor
+    write_slots: torch.Tensor  # (B * T,) slot of every new token; padding goes to scratch block 0
+    own_slots: torch.Tensor  # (B, L) key slots after the shared prefix, per row; padding: slot 0
+    own_bias: torch.Tensor  # (B, 1, groups * T, L) 0 where a query may look, -inf elsewhere, in the model dtype
+    own_mask: torch.Tensor  # (B, 1, T, L) the same as booleans
+    shared_slots: torch.Tensor | None  # (S,) slots of the prefix every row shares, or None
+
+    @classmethod
+    def build(cls, k_pool, v_pool, block_tables: list[list[int]], starts: list[int], lengths: list[int],
+              shared_blocks: int, block_size: int, dtype: torch.dtype, groups: int) -> "PagedBatch":
+        """starts[b]: tokens already cached in row b; lengths[b]: its new tokens; shared_blocks: common leading blocks."""
+        device = k_pool.device
+        width = max(lengths)
+        shared = shared_blocks * block_size
+        own_len = max(s + n for s, n in zip(starts, lengths)) - shared
+        write = torch.arange(width).repeat(len(starts), 1) % block_size  # scratch block 0 for padding
+        own = torch.zeros(len(starts), own_len, dtype=torch.long)
+        mask = torch.zeros(len(starts), 1, width, own_len, dtype=torch.bool)
+        for b, (table, start, n) in enumerate(zip(block_tables, starts, lengths)):
+            positions = torch.arange(shared, start + n)
+            slots = torch.tensor(table)[positions // block_size] * block_size + positions % block_size
+            own[b, :len(slots)] = slots
+            write[b, :n] = slots[start - shared:]
+            query_pos = torch.arange(start, start + n).unsqueeze(1)  # (n, 1)
+            mask[b, 0, :n, :len(slots)] = positions.unsqueeze(0) <= query_pos
+            mask[b, 0, n:, 0] = True  # padded queries look at one slot so their softmax stays finite
+        # the bias follows the grouped query layout of paged_attention: group-major, then T
+        bias = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, float("-inf")).repeat(1, 1, groups, 1)
+        shared_slots = None
+        if shared:
+            table = torch.tensor(block_tables[0][:shared_blocks])
+            shared_slots = (table.repeat_interleave(block_size) * block_size + torch.arange(shared) % block_size).to(device)
+        return cls(k_pool, v_pool, write.flatten().to(device), own.to(device), bias.to(device), mask.to(device),
+                   shared_slots)
+
+
+def _flash(q, k, v, bias=None):
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias)
+
+
+def paged_attention(q, k, v, batch: PagedBatch, layer: int, fp16_rounding: bool) -> torch.Tensor:
+    """q: (B, T, H, D); k, v: (B, T, Hkv, D) of the new tokens. Returns (B, T, H * D)."""
+    B, T, H, D = q.shape
+    Hkv = k.shape[2]
+    groups = H // Hkv
+    k_pool, v_pool = batch.k_pool[layer], batch.v_pool[layer]
+    if fp16_rounding:
+        k, v = fake_quantize(k, "F16"), fake_quantize(v, "F16")
+    k_pool.index_copy_(0, batch.write_slots, k.reshape(B * T, Hkv, D).to(k_pool.dtype))
+    v_pool.index_copy_(0, batch.write_slots, v.reshape(B * T, Hkv, D).to(v_pool.dtype))
+    own_k = k_pool[batch.own_slots].transpose(1, 2)  # (B, Hkv, L, D)
+    own_v = v_pool[batch.own_slots].transpose(1, 2)
+    if fp16_rounding or q.device.type != "cpu":  # reference math (llama.cpp's rounding) or non-CPU: one plain pass
+        return _plain_attention(q, own_k, own_v, batch, layer, fp16_rounding)
+    # query heads grouped under their KV head: (B, Hkv, groups * T, D), group-major
+    grouped = q.view(B, T, Hkv, groups, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, groups * T, D)
+    out, lse = _flash(grouped, own_k, own_v, batch.own_bias)
+    if batch.shared_slots is not None:
+        shared_k = k_pool[batch.shared_slots].permute(1, 0, 2).unsqueeze(0)  # (1, Hkv, S, D)
+        shared_v = v_pool[batch.shared_slots].permute(1, 0, 2).unsqueeze(0)
+        every_query = grouped.transpose(0, 1).reshape(1, Hkv, B * groups * T, D)
+        out_s, lse_s = _flash(every_query, shared_k, shared_v)
+        out_s = out_s.view(Hkv, B, groups * T, D).transpose(0, 1)
+        lse_s = lse_s.view(Hkv, B, groups * T).transpose(0, 1)
+        total = torch.logaddexp(lse, lse_s)
+        out = (out.float() * torch.exp(lse - total).unsqueeze(-1)
+               + out_s.float() * torch.exp(lse_s - total).unsqueeze(-1)).to(q.dtype)
+    return out.view(B, Hkv, groups, T, D).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
+
+
+def _plain_attention(q, own_k, own_v, batch: PagedBatch, layer: int, fp16_rounding: bool) -> torch.Tensor:
+    B, T, H, D = q.shape
+    k, v, mask = own_k, own_v, batch.own_mask
+    if batch.shared_slots is not None:
+        S = batch.shared_slots.numel()
+        shared_k = batch.k_pool[layer][batch.shared_slots].transpose(0, 1).expand(B, -1, -1, -1)
+        shared_v = batch.v_pool[layer][batch.shared_slots].transpose(0, 1).expand(B, -1, -1, -1)
+        k, v = torch.cat([shared_k, own_k], dim=2), torch.cat([shared_v, own_v], dim=2)
+        mask = torch.cat([torch.ones(B, 1, T, S, dtype=torch.bool, device=mask.device), mask], dim=-1)
+    q = q.transpose(1, 2)  # (B, H, T, D)
+    if fp16_rounding:
+        out = fp16_rounded_attention(q, k.to(q.dtype), v.to(q.dtype), mask)
+    else:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    return out.transpose(1, 2).reshape(B, T, H * D)
