@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,9 @@ from langchain_core.language_models import BaseChatModel
 
 from prompts.trace import RunInfo
 
-BACKENDS = ("engine", "llamacpp")
+BACKENDS = ("engine", "llamacpp", "openai")
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # where `reason serve` listens
+OPENAI_PARAMS = {"temperature", "top_p", "max_tokens", "seed", "frequency_penalty", "presence_penalty"}
 
 
 @dataclass
@@ -20,12 +23,16 @@ class BackendChoice:
     device: str = "auto"
     dtype: str | None = None
     sampling: dict = field(default_factory=dict)  # temperature, top_p, top_k, min_p, repetition_penalty, max_tokens, seed
+    base_url: str | None = None  # openai: the server's URL ending in /v1 (default: `reason serve` on this machine)
+    api_key: str | None = None  # openai: the server's key (default: $OPENAI_API_KEY, else none)
 
 
 def chat_model(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     """The chat model for a backend and the RunInfo every trace of it records."""
     if choice.backend == "llamacpp":
         return _llama_cpp(choice)
+    if choice.backend == "openai":
+        return _openai(choice)
     if choice.backend != "engine":
         raise ValueError(f"backend '{choice.backend}' is not available; choose one of {', '.join(BACKENDS)}")
     from engine import load_model
@@ -71,6 +78,38 @@ def _llama_cpp(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     kwargs = {renamed.get(k, k): v for k, v in sampling.items() if k != "min_p"}
     model = _serial_llama_cpp_class()(model_path=str(path), n_ctx=4096, n_threads=2, n_batch=512, verbose=False, **kwargs)
     return model, RunInfo(model_id=path.stem, backend="llamacpp", sampling=sampling, model_hash=model_fingerprint(path))
+
+
+def _openai(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
+    """Any OpenAI-compatible server (ours: `reason serve`) through LangChain's ChatOpenAI.
+
+    `model_path` names the served model (default: the server's first); top_k, min_p and
+    repetition_penalty go as extra body fields, which our server and llama.cpp's accept.
+    """
+    from langchain_openai import ChatOpenAI
+
+    base_url = choice.base_url or DEFAULT_BASE_URL
+    # ChatOpenAI refuses to start without a key; local servers without --api-key ignore it
+    api_key = choice.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+    model_name = choice.model_path or _first_model(base_url, api_key)
+    sampling = {"temperature": 0.0, "max_tokens": 512, **choice.sampling}
+    extra = {k: v for k, v in sampling.items() if k not in OPENAI_PARAMS}
+    model = ChatOpenAI(base_url=base_url, api_key=api_key, model=model_name, extra_body=extra or None,
+                       **{k: v for k, v in sampling.items() if k in OPENAI_PARAMS})
+    return model, RunInfo(model_id=model_name, backend="openai", sampling=sampling)
+
+
+def _first_model(base_url: str, api_key: str) -> str:
+    import openai
+
+    try:
+        models = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=10).models.list().data
+    except openai.OpenAIError as exc:
+        raise ValueError(f"cannot list the models of {base_url} ({exc}); is the server running? "
+                         "Start one with `reason serve`, or give the model name.") from exc
+    if not models:
+        raise ValueError(f"{base_url} serves no model")
+    return models[0].id
 
 
 def model_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -251,6 +251,31 @@ def ui(ctx, host, port, auth, model_path, device, dtype):
         raise click.ClickException(str(exc)) from exc
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 serves other machines (then use --api-key).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--api-key", default=None, metavar="KEY", envvar="REASON_API_KEY",
+              help="Require 'Authorization: Bearer KEY' (default: $REASON_API_KEY).")
+@MODEL_OPTION
+@DEVICE_OPTION
+@DTYPE_OPTION
+@click.pass_context
+def serve(ctx, host, port, api_key, model_path, device, dtype):
+    """Serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""
+    from engine.server import exposure_warning
+    from engine.server import serve as serve_engine
+
+    warning = exposure_warning(host, api_key)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    engine = _load(ctx, model_path, device, dtype)
+    click.echo(f"serving {engine.info['name']} at http://{host}:{port}/v1 (Ctrl+C stops)", err=True)
+    try:
+        serve_engine(engine, host, port, api_key, warn=False)
+    finally:
+        engine.close()
+
+
 for command in (runs, templates, wiki, bench):
     cli.add_command(command)
 

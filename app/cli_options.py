@@ -6,8 +6,11 @@ import click
 MODEL_OPTION = click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
                             help="GGUF file (default: $REASON_MODEL or the bundled SmolLM2-135M-Instruct).")
 DEVICE_OPTION = click.option("--device", default=None, help="auto, cpu or cuda (default: $REASON_DEVICE or auto).")
-BACKEND_OPTION = click.option("--backend", type=click.Choice(["engine", "llamacpp"]), default="engine", show_default=True,
-                              help="engine: our engine in-process; llamacpp: llama-cpp-python on the same GGUF.")
+BACKEND_OPTION = click.option("--backend", type=click.Choice(["engine", "llamacpp", "openai"]), default="engine",
+                              show_default=True,
+                              help="engine: our engine in-process; llamacpp: llama-cpp-python on the same GGUF; "
+                                   "openai: the OpenAI-compatible server of `reason serve` on this machine "
+                                   "(--model names the served model).")
 DTYPE_OPTION = click.option("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU).")
 
 
