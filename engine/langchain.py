@@ -2,16 +2,22 @@
 
 Messages are rendered with the model's own chat template. A trailing assistant message is a
 prefix the model continues (as vLLM's `continue_final_message`): PAL prompts end at
-`def solution():`, ReAct prompts at `Thought i:`. A batch call is one `Engine.generate` call.
+`def solution():`, ReAct prompts at `Thought i:`. A plain batch call is one `Engine.generate`
+call; a call whose callbacks want tokens streams through `Engine.submit`, and stopping the
+stream (a closed generator, a callback that raises) cancels the engine request.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.language_models.chat_models import generate_from_stream
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables.config import get_config_list, get_executor_for_config
 from pydantic import ConfigDict, Field
 
 from .core import Engine
@@ -26,7 +32,11 @@ SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repet
 
 
 class EngineChatModel(BaseChatModel):
-    """A chat model over a loaded `Engine`; sampling settings are fields, overridable per call."""
+    """A chat model over a loaded `Engine`; sampling settings are fields, overridable per call.
+
+    `streaming=True` (LangChain's convention) streams every call; without it a call streams
+    only when one of its callbacks implements `on_llm_new_token`.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -41,6 +51,7 @@ class EngineChatModel(BaseChatModel):
     presence_penalty: float = 0.0
     seed: int | None = None
     max_tokens: int = 512
+    streaming: bool = False
 
     @property
     def _llm_type(self) -> str:
@@ -62,26 +73,80 @@ class EngineChatModel(BaseChatModel):
         values = {f: overrides.get(f, getattr(self, f)) for f in SAMPLING_FIELDS}
         return SamplingParams(**values, stop=list(stop or []))
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager=None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        if _wants_tokens(run_manager):
+            return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         completion = self.engine.generate([self.prompt_text(messages)], self.sampling_params(stop, **kwargs))[0]
         return ChatResult(generations=[ChatGeneration(message=_message(completion))])
 
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        """Text chunks as the engine decodes; the last, empty chunk carries usage and finish_reason."""
+        handle = self.engine.submit(self.prompt_text(messages), self.sampling_params(stop, **kwargs))
+        try:
+            for event in handle:
+                if event.index == 0 and event.text:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(event.text))
+                    if run_manager:  # LangChain's own streaming loop passes none and reports tokens itself
+                        run_manager.on_llm_new_token(event.text, chunk=chunk)
+                    yield chunk
+            yield ChatGenerationChunk(message=_last_chunk(handle.result()[0]))
+        finally:
+            handle.cancel()  # a no-op once finished; frees the KV blocks when the consumer stopped early
+
     def batch(self, inputs: list, config=None, *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
-        """All inputs in one engine call (one decode batch) when they are message lists."""
-        if config or not all(isinstance(i, list) for i in inputs):
+        """All inputs in one engine call (one decode batch) when they are message lists.
+
+        With a config (callbacks that may stream, tags) each input is its own call, all submitted
+        together so the engine's scheduler still decodes them in one batch. A seed becomes
+        seed + i for input i, so seeded samples differ.
+        """
+        if not all(isinstance(i, list) for i in inputs):
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        seed = kwargs.pop("seed", self.seed)
+        seeds = [None if seed is None else seed + i for i in range(len(inputs))]
+        if config:
+            return self._batch_calls(inputs, get_config_list(config, len(inputs)), seeds, return_exceptions, kwargs)
         stop = kwargs.pop("stop", None)
-        params = self.sampling_params(stop, **kwargs)
-        prompts = [self.prompt_text(i) for i in inputs]
-        per_prompt = [SamplingParams(**{**params.__dict__, "seed": None if params.seed is None else params.seed + i})
-                      for i in range(len(prompts))]
-        return [_message(c) for c in self.engine.generate(prompts, per_prompt)]
+        per_prompt = [self.sampling_params(stop, **{**kwargs, "seed": s}) for s in seeds]
+        return [_message(c) for c in self.engine.generate([self.prompt_text(i) for i in inputs], per_prompt)]
+
+    def _batch_calls(self, inputs: list, configs: list, seeds: list, return_exceptions: bool,
+                     kwargs: dict) -> list:
+        def call(i: int):
+            try:
+                return self.invoke(inputs[i], configs[i], **{**kwargs, "seed": seeds[i]})
+            except Exception as exc:  # as Runnable.batch: returned in place when asked, else raised
+                if return_exceptions:
+                    return exc
+                raise
+
+        with get_executor_for_config(configs[0]) as pool:
+            return list(pool.map(call, range(len(inputs))))
+
+
+def _wants_tokens(run_manager: CallbackManagerForLLMRun | None) -> bool:
+    """True when some callback of this call implements `on_llm_new_token`."""
+    handlers = run_manager.handlers if run_manager else []
+    return any(not h.ignore_llm and type(h).on_llm_new_token is not BaseCallbackHandler.on_llm_new_token
+               for h in handlers)
+
+
+def _usage(completion: Completion) -> dict:
+    return {"input_tokens": completion.prompt_tokens, "output_tokens": len(completion.token_ids),
+            "total_tokens": completion.prompt_tokens + len(completion.token_ids)}
+
+
+def _metadata(completion: Completion) -> dict:
+    return {"finish_reason": completion.finish_reason, "cumulative_logprob": completion.cumulative_logprob}
 
 
 def _message(completion: Completion) -> AIMessage:
-    usage = {"input_tokens": completion.prompt_tokens, "output_tokens": len(completion.token_ids),
-             "total_tokens": completion.prompt_tokens + len(completion.token_ids)}
-    return AIMessage(completion.text, usage_metadata=usage,
-                     response_metadata={"finish_reason": completion.finish_reason,
-                                        "cumulative_logprob": completion.cumulative_logprob})
+    return AIMessage(completion.text, usage_metadata=_usage(completion), response_metadata=_metadata(completion))
+
+
+def _last_chunk(completion: Completion) -> AIMessageChunk:
+    # Chunks are summed when joined (text concatenated, usage added), so only this one carries them.
+    return AIMessageChunk("", usage_metadata=_usage(completion), response_metadata=_metadata(completion),
+                          chunk_position="last")

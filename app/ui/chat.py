@@ -1,22 +1,24 @@
-"""The Chat page: ask a question with a strategy and sampling settings; see the answer and its trace."""
+"""The Chat page: ask a question with a strategy and sampling settings; the answer streams, the trace unfolds."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from dataclasses import asdict
 
 import gradio as gr
 
 from prompts.template import TemplateError
 
 from ..runner import STRATEGIES, StrategyOptions
-from .render import answer_text, render_run
+from .live_run import LiveRun
+from .render import answer_text, render_live, render_run
 from .state import AppState, sampling_from
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
-POLL_S = 0.5
+POLL_S = 0.25  # how often the page redraws a running answer
 
 
 def template_choices(state: AppState, strategy: str) -> list[str]:
@@ -41,11 +43,11 @@ def _strategy_of(parse, body: str) -> str | None:
         return None
 
 
-def _run_in_thread(state: AppState, args: tuple, outcome: dict) -> threading.Thread:
-    """The run goes on in its own thread, so Stop ends the page's wait while the run still gets stored."""
+def _run_in_thread(state: AppState, args: tuple, outcome: dict, live: LiveRun) -> threading.Thread:
+    """The run goes on in its own thread while the page shows it; Stop ends it at the next token."""
     def work():
         try:
-            outcome["run_id"], _ = state.ask(*args)
+            outcome["run_id"], _ = state.ask(*args, live=live)
         except (TemplateError, ValueError, FileNotFoundError) as exc:
             outcome["error"] = str(exc)
     thread = threading.Thread(target=work, name="chat-run", daemon=True)
@@ -53,10 +55,38 @@ def _run_in_thread(state: AppState, args: tuple, outcome: dict) -> threading.Thr
     return thread
 
 
-def submit(state: AppState, question: str, history: list, strategy: str, template: str, temperature: float,
-           top_p: float, top_k: float, min_p: float, repetition_penalty: float, max_tokens: float, seed: float | None,
-           k: float, max_steps: float):
-    """Generator: a running state with elapsed time while the strategy works, then answer and trace."""
+def live_trace(live: LiveRun, strategy: str) -> str:
+    """The trace so far: recorded steps, then the calls still generating."""
+    steps = [{**asdict(step), "idx": i} for i, step in enumerate(live.steps())]
+    now = time.perf_counter()
+    pending = [{"text": c.text, "tokens": c.tokens, "running": c.seconds is None,
+                "seconds": c.seconds if c.seconds is not None else now - c.started} for c in live.pending_calls()]
+    return render_live(strategy, steps, pending)
+
+
+def _live_status(strategy: str, live: LiveRun) -> str:
+    elapsed = time.perf_counter() - live.started
+    if live.stopped:
+        return f"⏹ stopping {strategy}… {elapsed:.1f} s"
+    tokens = sum(c.tokens for c in live.calls.values())
+    return f"⏳ running {strategy}… {elapsed:.1f} s · model calls: {len(live.calls)} · {tokens} tokens"
+
+
+def _streaming_reply(live: LiveRun) -> dict:
+    return {"role": "assistant", "content": (live.latest_text() or "…") + " ▌"}
+
+
+def _final_status(run: dict, live: LiveRun) -> str:
+    elapsed = time.perf_counter() - live.started
+    if live.stopped and run["status"] == "error":
+        return f"⏹ stopped after {elapsed:.1f} s; the run is stored with what it had done"
+    return f"✅ done in {elapsed:.1f} s"
+
+
+def submit(state: AppState, runs: dict, session: str, question: str, history: list, strategy: str, template: str,
+           temperature: float, top_p: float, top_k: float, min_p: float, repetition_penalty: float, max_tokens: float,
+           seed: float | None, k: float, max_steps: float):
+    """Generator: the answer streams into the conversation and the trace unfolds; then the stored run."""
     history = list(history or [])
     if not question or not question.strip():
         yield history, gr.update(), "**Please type a question first.** Nothing was run.", question
@@ -67,18 +97,33 @@ def submit(state: AppState, question: str, history: list, strategy: str, templat
     spec = None if template in (None, "", LATEST) else template
     history.append({"role": "user", "content": question})
     outcome: dict = {}
-    started = time.perf_counter()
-    thread = _run_in_thread(state, (question.strip(), strategy, spec, sampling, options), outcome)
-    while thread.is_alive():
-        yield history, gr.update(), f"⏳ running {strategy}… {time.perf_counter() - started:.1f} s", ""
-        thread.join(POLL_S)
-    if "error" in outcome:
-        history.append({"role": "assistant", "content": f"Error: {outcome['error']}"})
-        yield history, gr.update(), f"**Error:** {outcome['error']}", ""
+    live, cleared = LiveRun(), ""
+    runs.setdefault(session, []).append(live)
+    try:
+        thread = _run_in_thread(state, (question.strip(), strategy, spec, sampling, options), outcome, live)
+        while thread.is_alive():
+            yield [*history, _streaming_reply(live)], live_trace(live, strategy), _live_status(strategy, live), cleared
+            cleared = gr.update()  # the question box is cleared once; what is typed during the run stays
+            thread.join(POLL_S)
+    finally:
+        runs[session].remove(live)
+    if "run_id" not in outcome:
+        error = outcome.get("error", "the run failed; the server log has the details")
+        history.append({"role": "assistant", "content": f"Error: {error}"})
+        yield history, gr.update(), f"**Error:** {error}", cleared
         return
     run = state.store.get_run(outcome["run_id"])
     history.append({"role": "assistant", "content": answer_text(run)})
-    yield history, render_run(run), f"✅ done in {time.perf_counter() - started:.1f} s", ""
+    yield history, render_run(run), _final_status(run, live), cleared
+
+
+def stop(runs: dict, session: str):
+    """Stop this page's runs: each ends at its next token and is stored with what it had done."""
+    live_runs = list(runs.get(session) or [])
+    for live in live_runs:
+        live.stop()
+    # the running page shows "stopping" itself; writing it here could land after its final "stopped"
+    return gr.update() if live_runs else "Nothing is running."
 
 
 def build(state: AppState) -> tuple[gr.Dropdown, gr.Dropdown]:
@@ -90,7 +135,7 @@ def build(state: AppState) -> tuple[gr.Dropdown, gr.Dropdown]:
                                   lines=2, elem_id="chat-question")
             with gr.Row():
                 ask = gr.Button("Ask", variant="primary", elem_id="chat-ask")
-                stop = gr.Button("Stop", variant="stop", elem_id="chat-stop")
+                stop_button = gr.Button("Stop", variant="stop", elem_id="chat-stop")
                 clear = gr.Button("Clear conversation", elem_id="chat-clear")
             status = gr.Markdown("", elem_id="chat-status")
         with gr.Column(scale=2):
@@ -115,13 +160,23 @@ def build(state: AppState) -> tuple[gr.Dropdown, gr.Dropdown]:
               max_steps]
     outputs = [chatbot, trace, status, question]
 
-    def handler(*args):
-        yield from submit(state, *args)
+    runs: dict[str, list[LiveRun]] = {}  # by browser session: what its Stop button stops
 
-    events = [ask.click(handler, inputs, outputs), question.submit(handler, inputs, outputs)]
-    stop.click(lambda: "⏹ stopped (a run already started is still stored when it ends)", None, status, cancels=events)
+    def handler(request: gr.Request, *args):
+        yield from submit(state, runs, _session(request), *args)
+
+    def stop_handler(request: gr.Request):
+        return stop(runs, _session(request))
+
+    ask.click(handler, inputs, outputs)
+    question.submit(handler, inputs, outputs)
+    stop_button.click(stop_handler, None, status)
     clear.click(lambda: ([], "", ""), None, [chatbot, trace, status])
     return strategy, template
+
+
+def _session(request: gr.Request | None) -> str:
+    return (getattr(request, "session_hash", None) or "") if request is not None else ""
 
 
 def refresh_templates(state: AppState, strategy: str, current: str):

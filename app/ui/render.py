@@ -60,22 +60,43 @@ def _step_body(step: dict, strategy: str) -> list[str]:
     return ["Could not parse:", fenced(step["input"])]
 
 
+def _step_parts(step: dict, strategy: str) -> list[str]:
+    parts = [_step_title(step), *_step_body(step, strategy)]
+    if step.get("error"):
+        parts.append(f"**Error:**\n\n{fenced(step['error'])}")  # a fence opens a line of its own
+    return parts
+
+
+def render_live(strategy: str, steps: list[dict], pending: list[dict]) -> str:
+    """A run still going: the steps recorded so far, then the model calls still generating.
+
+    A pending call is {"text", "tokens", "seconds", "running"}. Nothing here names the question,
+    so the page's finished trace ("Q: …") is told apart from a live one.
+    """
+    parts = [f"*live trace · {strategy} · steps appear as they finish*"]
+    for step in steps:
+        parts += _step_parts(step, strategy)
+    language = "python" if strategy == "pal" else ""
+    for i, call in enumerate(pending, start=len(steps) + 1):
+        state = "generating…" if call["running"] else "finished"
+        parts.append(f"#### {i}. llm · {state} ({call['tokens']} tokens, {call['seconds']:.1f} s)")
+        parts.append(fenced(call["text"], language))
+    return "\n\n".join(parts)
+
+
 def render_run(run: dict | None) -> str:
     """The whole trace of a stored run, step by step."""
     if run is None:
         return "*No such run.*"
     parts = [run_header(run), f"**Q:** {run['question']}"]
     for step in run.get("steps") or []:
-        parts.append(_step_title(step))
-        parts += _step_body(step, run["strategy"])
-        if step.get("error"):
-            parts.append(f"**Error:** {fenced(step['error'])}")
+        parts += _step_parts(step, run["strategy"])
     answer = run.get("answer")
     parts.append(f"### Answer: {answer if answer is not None else '(no answer)'}")
     if run.get("expected") is not None:
         parts.append(f"expected {run['expected']}: {'correct' if run.get('correct') else 'wrong'}")
     if run.get("error"):
-        parts.append(f"**Run error:** {fenced(run['error'])}")
+        parts.append(f"**Run error:**\n\n{fenced(run['error'])}")
     return "\n\n".join(parts)
 
 

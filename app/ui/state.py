@@ -14,6 +14,7 @@ from ..settings import Settings
 from ..store import Store
 from ..templates import load_template
 from ..tools import wiki_tool_factory
+from .live_run import LiveRun
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,26 @@ class AppState:
         """NAME@VERSION, NAME (latest) or None (the strategy's own template, latest)."""
         return load_template(self.store, spec or DEFAULT_TEMPLATES[strategy])
 
-    def ask(self, question: str, strategy: str, spec: str | None, sampling: dict,
-            options: StrategyOptions) -> tuple[str, Trace]:
-        """Run one question exactly as `reason ask` does: start_run, run_question, finish_run."""
+    def ask(self, question: str, strategy: str, spec: str | None, sampling: dict, options: StrategyOptions,
+            live: LiveRun | None = None) -> tuple[str, Trace]:
+        """Run one question exactly as `reason ask` does: start_run, run_question, finish_run.
+
+        With a LiveRun the model streams into it and its Stop ends the run (stored as an error,
+        with the steps done so far).
+        """
         template = self.template(strategy, spec)
         if template.strategy != strategy:
             raise TemplateError(f"template {template.name}@{template.version} is for {template.strategy}, not {strategy}")
         model, info = self.chat_model(sampling)
+        if live is not None:
+            model, info = model.with_config(callbacks=[live]), live.watch(info)
         wiki = wiki_tool_factory(self.settings, "auto") if strategy == "react" else None
         run_id = self.store.start_run(question, strategy, model_id=info.model_id, backend=info.backend,
                                       sampling=info.sampling, model_hash=info.model_hash,
                                       template_name=template.name, template_version=template.version)
         trace = run_question(strategy, question, model, info, template, options, wiki_tool=wiki)
+        if live is not None:
+            trace = live.settle(trace)
         self.store.finish_run(run_id, trace)
         return run_id, trace
 

@@ -159,6 +159,57 @@ def test_chat_answers_with_each_strategy(page, strategy):
     page.screenshot(path=str(ARTIFACTS / f"chat-{strategy}.png"), full_page=True)
 
 
+LIVE_JS = """() => {
+    const status = document.querySelector('#chat-status')?.innerText || '';
+    const trace = document.querySelector('#chat-trace');
+    const tokens = (trace?.innerText || '').match(/generating… \\((\\d+) tokens/);
+    const blocks = trace ? trace.querySelectorAll('code') : [];
+    const text = blocks.length ? blocks[blocks.length - 1].textContent : '';
+    const streaming = (document.querySelector('#chat-history')?.innerText || '').includes('▌');  // the reply's cursor
+    return status.includes('running') && streaming && tokens && Number(tokens[1]) >= MIN && text.trim() ? text : false;
+}"""
+
+
+def start_long_run(page, question: str, min_tokens: int) -> str:
+    """Ask with a large token budget; return the answer text seen while the run was still going."""
+    if not page.locator("#chat-max-tokens").is_visible():
+        page.locator("#chat-sampling").get_by_text("Sampling").click()
+    set_number(page, "chat-max-tokens", "600")
+    choose(page, "chat-strategy", "cot")
+    textbox(page, "chat-question").fill(question)
+    page.locator("#chat-ask").click()
+    # one DOM snapshot: the status still says running while generated text is already shown,
+    # in the trace and as the reply in the conversation
+    seen = page.wait_for_function(LIVE_JS.replace("MIN", str(min_tokens)), timeout=RUN_TIMEOUT_MS)
+    return seen.json_value()
+
+
+def test_chat_answer_streams_before_the_run_ends(page):
+    question = "Explain step by step how to add 17 and 25, then check the result by subtraction."
+    partial = start_long_run(page, question, min_tokens=5)
+    page.screenshot(path=str(ARTIFACTS / "chat-streaming.png"), full_page=True)
+    expect(page.locator("#chat-trace")).to_contain_text(f"Q: {question}", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#chat-status")).to_contain_text("done")
+    final = page.locator("#chat-trace pre code").nth(1).text_content()  # [0] is the prompt, [1] the completion
+    assert final.startswith(partial.rstrip()), (partial, final)
+
+
+def test_stop_cancels_the_run_and_the_run_is_recorded(page):
+    question = "List the numbers from 1 to 300, each with its square, one per line."
+    start_long_run(page, question, min_tokens=3)
+    page.locator("#chat-stop").click()
+    expect(page.locator("#chat-status")).to_contain_text("stopped", timeout=5_000)
+    trace = page.locator("#chat-trace")
+    expect(trace).to_contain_text(f"Q: {question}")  # the trace shown is the stored run's
+    expect(trace).to_contain_text("status error")
+    expect(trace).to_contain_text("stopped by the user")
+    expect(trace).to_contain_text("interrupted call")
+    page.screenshot(path=str(ARTIFACTS / "chat-stopped.png"), full_page=True)
+    open_tab(page, "History")
+    expect(page.locator("#hist-table")).to_contain_text(question[:30])
+    open_tab(page, "Chat")
+
+
 def test_saved_template_version_is_used_by_the_next_run(page, app_url):
     open_tab(page, "Prompt templates")
     choose(page, "tpl-name", "direct")
