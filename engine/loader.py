@@ -14,7 +14,7 @@ from .activation_quant import ACTIVATION_FORMAT
 from .dequant import UnsupportedTensorType, block_mins, dequantize, type_name
 from .gguf_file import GGUFFile, ModelFileError
 from .model import Linear, ModelArgs, Transformer, precompute_freqs_cis
-from .quant_linear import PackedLinear, packed_linear
+from .quant_linear import Int8Embedding, PackedLinear, fused_packed_linear, int8_linear, packed_linear
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ TENSOR_NAMES = {
 }
 ROPE_FREQS = "rope_freqs.weight"
 WEIGHT_LAYOUTS = ("dense", "packed")
+# (fused module, its parts) computed as one matmul in the packed layout: q|k|v and gate|up
+FUSED = {"attention.wqkv": ("attention.wq", "attention.wk", "attention.wv"),
+         "feed_forward.w13": ("feed_forward.w1", "feed_forward.w3")}
 
 
 def default_model_path() -> Path:
@@ -123,16 +126,17 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     with torch.device("meta"):
         model = Transformer(args)
     if weights == "packed":
-        mapping = _pack_linears(model, gguf, mapping)
+        mapping = _pack_linears(model, gguf, _pack_embeddings(model, gguf, mapping))
     state = {}
     for gguf_name, our_name in mapping.items():
         tensor = _load_tensor(gguf, gguf_name)
         _check_shape(gguf, gguf_name, tuple(tensor.shape), tuple(model.get_parameter(our_name).shape))
         state[our_name] = tensor.to(device=device, dtype=dtype)
-    if args.tied_output:
+    tie = args.tied_output and weights == "dense"
+    if tie:
         state["output.weight"] = state["tok_embeddings.weight"]
     model.load_state_dict(state, strict=False, assign=True)
-    if args.tied_output:
+    if tie:
         model.output.weight = model.tok_embeddings.weight
     freq_factors = _load_tensor(gguf, ROPE_FREQS) if ROPE_FREQS in gguf.tensors else None
     model.freqs_cis = precompute_freqs_cis(args, freq_factors).to(device)
@@ -160,8 +164,32 @@ def _check_shape(gguf: GGUFFile, gguf_name: str, shape: tuple[int, ...], expecte
         raise ModelFileError(f"{gguf.path}: tensor '{gguf_name}' has shape {shape}, expected {expected}")
 
 
+def _pack_embeddings(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> dict[str, str]:
+    """Token embeddings as int8 rows (one scale each); a tied output head computes on the same table."""
+    table = int8_linear(_load_tensor(gguf, "token_embd.weight"))
+    model.tok_embeddings = Int8Embedding(table)
+    if model.args.tied_output:
+        model.output = table
+    return {g: o for g, o in mapping.items() if g != "token_embd.weight"}
+
+
 def _pack_linears(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> dict[str, str]:
-    """Put a PackedLinear in place of every Linear that `mapping` loads; return the rest of it."""
+    """Put a PackedLinear in place of every Linear that `mapping` loads (fusing q|k|v and gate|up
+    where their formats agree); return the rest of the mapping."""
+    gguf_name_of = {our.removesuffix(".weight"): g for g, our in mapping.items()}
+    for i, layer in enumerate(model.layers):
+        for fused_name, part_names in FUSED.items():
+            names = [gguf_name_of[f"layers.{i}.{p}"] for p in part_names]
+            for name, part in zip(names, part_names):
+                _check_shape(gguf, name, gguf.tensors[name].shape, tuple(layer.get_submodule(part).weight.shape))
+            fused = fused_packed_linear([(gguf.tensors[n].data, gguf.tensors[n].ggml_type, gguf.tensors[n].shape, n)
+                                         for n in names])
+            if fused is None:
+                continue
+            _replace(layer, fused_name, fused)
+            for part, name in zip(part_names, names):
+                _replace(layer, part, None)  # the part now lives in the fused matmul
+                del mapping[name]
     rest = {}
     for gguf_name, our_name in mapping.items():
         module_name = our_name.removesuffix(".weight")
@@ -172,6 +200,11 @@ def _pack_linears(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -
         _check_shape(gguf, gguf_name, gguf.tensors[gguf_name].shape, tuple(module.weight.shape))
         model.set_submodule(module_name, _load_packed(gguf, gguf_name))
     return rest
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module | None) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent), attr, new)
 
 
 def resident_bytes(model: nn.Module) -> int:

@@ -126,15 +126,25 @@ class Attention(nn.Module):
         self.wk = Linear(args.dim, args.n_kv_heads * args.head_dim)
         self.wv = Linear(args.dim, args.n_kv_heads * args.head_dim)
         self.wo = Linear(args.n_heads * args.head_dim, args.dim)
+        self.wqkv: nn.Module | None = None  # wq, wk, wv as one matmul when the loader fused them
         self.kv_cache: KVCache | None = None
         self.fp16_rounding = False  # llama.cpp's f16 KV cache and f16 matmul inputs; see loader
 
-    def forward(self, x, freqs_cis, mask, positions, paged: PagedBatch | None = None, layer: int = 0) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor, freqs_cis: torch.Tensor):
         B, T, _ = x.shape
+        heads = self.n_heads + self.n_kv_heads
+        if self.wqkv is not None:
+            qkv = self.wqkv(x).view(B, T, heads + self.n_kv_heads, self.head_dim)
+            qk, v = apply_rotary_emb(qkv[:, :, :heads], freqs_cis), qkv[:, :, heads:]  # one rotation for q and k
+            return qk[:, :, :self.n_heads], qk[:, :, self.n_heads:], v
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
+        return apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis), v
+
+    def forward(self, x, freqs_cis, mask, positions, paged: PagedBatch | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, freqs_cis)
         if paged is not None:
             return self.wo(paged_attention(q, k, v, paged, layer, self.fp16_rounding))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, head_dim)
@@ -155,8 +165,12 @@ class FeedForward(nn.Module):
         self.w1 = Linear(args.dim, args.hidden_dim)  # gate
         self.w2 = Linear(args.hidden_dim, args.dim)  # down
         self.w3 = Linear(args.dim, args.hidden_dim)  # up
+        self.w13: nn.Module | None = None  # gate and up as one matmul when the loader fused them
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w13 is not None:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+            return self.w2(F.silu(gate) * up)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 

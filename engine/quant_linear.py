@@ -63,13 +63,36 @@ def packed_linear(data: np.ndarray | torch.Tensor, ggml_type: int, shape: tuple[
     (out_features not a multiple of 16), is dequantized and requantized to int8 with one scale
     per output row, max|w_row| / 127: a lossy step for the finer formats.
     """
-    out_features, in_features = shape
-    label = type_name(ggml_type)
-    if label in INT4_TYPES and int4_packable(out_features, in_features):
-        codes, scales, zeros = _INT4_CODES[label](_blocks(data, ggml_type, shape, name))
-        # blocks run along each row, so rows split evenly: codes (out, in), scales and zeros (out, in / 32)
-        return int4_linear(codes.reshape(shape), scales.reshape(out_features, -1), zeros.reshape(out_features, -1))
+    if int4_exact(ggml_type, shape):
+        return int4_linear(*_int4_parts(data, ggml_type, shape, name))
     return int8_linear(dequantize(data, ggml_type, shape, name=name))
+
+
+def fused_packed_linear(parts: list[tuple[np.ndarray | torch.Tensor, int, tuple[int, int], str]]) -> PackedLinear | None:
+    """One PackedLinear computing several weights (data, ggml_type, shape, name) of the same input,
+    their outputs concatenated: fewer, larger matmuls. None when they would not pack alike."""
+    if len({shape[1] for _, _, shape, _ in parts}) != 1:
+        return None
+    int4 = [int4_exact(t, shape) for _, t, shape, _ in parts]
+    if all(int4):
+        codes, scales, zeros = zip(*(_int4_parts(*part) for part in parts))
+        return int4_linear(torch.cat(codes), torch.cat(scales), torch.cat(zeros))
+    if any(int4):
+        return None  # mixed formats (e.g. Q4_K with a Q6_K attn_v): keep each layer its own format
+    return int8_linear(torch.cat([dequantize(d, t, shape, name=n) for d, t, shape, n in parts]))
+
+
+def int4_exact(ggml_type: int, shape: tuple[int, int]) -> bool:
+    """Whether this GGUF weight maps onto int4 groups of 32 without requantizing."""
+    return type_name(ggml_type) in INT4_TYPES and int4_packable(*shape)
+
+
+def _int4_parts(data, ggml_type: int, shape: tuple[int, int], name: str):
+    """codes (out, in) and per-group scales and zeros (out, in / 32), straight from the blocks."""
+    out_features = shape[0]
+    codes, scales, zeros = _INT4_CODES[type_name(ggml_type)](_blocks(data, ggml_type, shape, name))
+    # blocks run along each row, so rows split evenly
+    return codes.reshape(shape), scales.reshape(out_features, -1), zeros.reshape(out_features, -1)
 
 
 def int4_packable(out_features: int, in_features: int) -> bool:
@@ -98,6 +121,25 @@ def int8_linear(weight: torch.Tensor) -> PackedLinear:
     codes = torch.round(weight / scales.float().unsqueeze(1)).clamp(-127, 127).to(torch.int8)  # (out, in)
     codes = F.pad(codes, (0, -in_features % INT8_K_MULTIPLE))  # zero columns meet zero-padded inputs
     return PackedLinear(in_features, out_features, "int8", codes.contiguous(), scales)
+
+
+class Int8Embedding(nn.Module):
+    """Token embeddings looked up from an int8 PackedLinear's rows (shared with a tied output head)."""
+
+    def __init__(self, table: PackedLinear):
+        super().__init__()
+        if table.format != "int8":
+            raise ValueError("Int8Embedding needs an int8 table")
+        self.dim = table.in_features
+        self.register_buffer("codes", table.packed_weight)  # the same storage as the head's
+        self.register_buffer("scales", table.scales)
+
+    @property
+    def weight(self) -> torch.Tensor:  # device and dtype, as nn.Embedding's callers expect
+        return self.scales
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.codes[ids, :self.dim].to(torch.bfloat16) * self.scales[ids].unsqueeze(-1)
 
 
 def _blocks(data, ggml_type: int, shape: tuple[int, int], name: str) -> torch.Tensor:

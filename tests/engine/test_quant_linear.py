@@ -6,7 +6,7 @@ import torch
 from engine.dequant import dequantize
 from engine.gguf_file import GGUFFile
 from engine.loader import build_transformer, model_args, resident_bytes
-from engine.quant_linear import PackedLinear, int4_linear, int8_linear, packed_linear
+from engine.quant_linear import PackedLinear, fused_packed_linear, int4_linear, int8_linear, packed_linear
 
 from .tiny_gguf import _encode_weight, write_tiny_llama
 
@@ -84,7 +84,9 @@ def build(gguf: GGUFFile, dtype=torch.bfloat16, weights="dense"):
 def test_packed_model_agrees_with_dense_bf16_and_is_smaller(q4_1_model_file):
     packed, dense = build(q4_1_model_file, weights="packed"), build(q4_1_model_file)
     linears = [m for m in packed.modules() if isinstance(m, PackedLinear)]
-    assert len(linears) == 7 * packed.args.n_layers + 1 and all(m.format == "int4" for m in linears)
+    # per layer q|k|v and gate|up are fused: wqkv, wo, w13, w2; plus the head
+    assert len(linears) == 4 * packed.args.n_layers + 1 and all(m.format == "int4" for m in linears)
+    assert all(layer.attention.wqkv is not None and layer.feed_forward.w13 is not None for layer in packed.layers)
     assert packed.tok_embeddings.weight.dtype == torch.bfloat16
     tokens = torch.randint(0, packed.args.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
     positions = torch.arange(24).expand(2, -1)
@@ -106,10 +108,10 @@ def test_packed_cached_decode_equals_full_forward(q4_1_model_file):
 
 
 @torch.inference_mode()
-def test_tied_output_keeps_using_the_dense_embeddings(tmp_path, spm_vocab):
+def test_tied_output_and_embeddings_share_one_int8_table(tmp_path, spm_vocab):
     gguf = GGUFFile(write_tiny_llama(tmp_path / "tied.gguf", spm_vocab, "Q8_0", tied=True))
     model = build(gguf, weights="packed")
-    assert model.output.weight is model.tok_embeddings.weight
+    assert model.output.packed_weight is model.tok_embeddings.codes
     assert all(m.format == "int8" for m in model.modules() if isinstance(m, PackedLinear))
     tokens = torch.randint(0, model.args.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
     ours, theirs = model(tokens, torch.arange(8).unsqueeze(0)), build(gguf)(tokens, torch.arange(8).unsqueeze(0))
@@ -127,3 +129,16 @@ def test_packed_weights_refuse_float32_cuda_numerics_and_unknown_layouts(q4_1_mo
     with pytest.raises(ValueError, match="weights 'int4' is not supported"):
         build(gguf, weights="int4")
 
+
+
+@pytest.mark.parametrize("weight_type", ["Q4_0", "Q8_0"])
+@torch.inference_mode()
+def test_fused_linear_equals_its_parts(tiny_gguf_factory, weight_type):
+    """q|k|v in one matmul gives each part's own output (int4 codes exact; int8 scales are per row)."""
+    gguf = GGUFFile(tiny_gguf_factory(weight_type))
+    names = ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight"]
+    parts = [(gguf.tensors[n].data, gguf.tensors[n].ggml_type, gguf.tensors[n].shape, n) for n in names]
+    fused = fused_packed_linear(parts)
+    x = torch.randn(3, parts[0][2][1], dtype=torch.bfloat16, generator=torch.Generator().manual_seed(0))
+    separate = torch.cat([packed_linear(*part)(x) for part in parts], dim=-1)
+    torch.testing.assert_close(fused(x), separate, rtol=0, atol=0)
