@@ -25,6 +25,7 @@ class BackendChoice:
     sampling: dict = field(default_factory=dict)  # temperature, top_p, top_k, min_p, repetition_penalty, max_tokens, seed
     base_url: str | None = None  # openai: the server's URL ending in /v1 (default: `reason serve` on this machine)
     api_key: str | None = None  # openai: the server's key (default: $OPENAI_API_KEY, else none)
+    engine_options: dict = field(default_factory=dict)  # engine: load_model keywords (weights, kv_cache_mb, …)
 
 
 def chat_model(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
@@ -38,7 +39,7 @@ def chat_model(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     from engine import load_model
     from engine.langchain import EngineChatModel
 
-    engine = load_model(choice.model_path, device=choice.device, dtype=choice.dtype)
+    engine = load_model(choice.model_path, **{"device": choice.device, "dtype": choice.dtype, **choice.engine_options})
     model = EngineChatModel(engine=engine, **choice.sampling)
     return model, RunInfo(model_id=engine.info["name"], backend="engine", sampling=model.sampling_params().__dict__,
                           model_hash=model_fingerprint(engine.path))

@@ -18,7 +18,7 @@ def _load(ctx: click.Context, model_path, device, dtype):
 
     settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
     try:
-        return load_model(settings.model_path, device=settings.device, dtype=settings.dtype)
+        return load_model(settings.model_path, **settings.engine_options())
     except (ModelFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -165,7 +165,8 @@ def _model_and_tools(settings, backend, sampling, needs_wiki, wiki_mode):
     from .tools import wiki_tool_factory
 
     choice = BackendChoice(backend, settings.model_path, settings.device, settings.dtype,
-                           {k: v for k, v in sampling.items() if v is not None})
+                           {k: v for k, v in sampling.items() if v is not None},
+                           engine_options=settings.engine_options())
     model, info = chat_model(choice)
     return model, info, wiki_tool_factory(settings, wiki_mode) if needs_wiki else None
 

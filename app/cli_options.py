@@ -11,7 +11,8 @@ BACKEND_OPTION = click.option("--backend", type=click.Choice(["engine", "llamacp
                               help="engine: our engine in-process; llamacpp: llama-cpp-python on the same GGUF; "
                                    "openai: the OpenAI-compatible server of `reason serve` on this machine "
                                    "(--model names the served model).")
-DTYPE_OPTION = click.option("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU).")
+DTYPE_OPTION = click.option("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on GPUs and CPUs with "
+                            "fast bf16, else fp32; float32 on CPU is the llama.cpp-exact reference).")
 
 
 def sampling_options(fn):

@@ -17,6 +17,12 @@ class Settings:
     model_path: str | None  # None: the default SmolLM2 model shipped with the package
     device: str
     dtype: str | None
+    weights: str | None = None  # "packed" or "dense"; None: the engine's default for the device and dtype
+    kv_cache_mb: float | None = None  # the engine's paged KV pool budget; None: its default
+
+    def engine_options(self) -> dict:
+        """Keyword arguments for engine.load_model besides the path."""
+        return {"device": self.device, "dtype": self.dtype, "weights": self.weights, "kv_cache_mb": self.kv_cache_mb}
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
@@ -25,6 +31,8 @@ class Settings:
             model_path=environ.get("REASON_MODEL") or None,
             device=environ.get("REASON_DEVICE", "auto"),
             dtype=environ.get("REASON_DTYPE") or None,
+            weights=environ.get("REASON_WEIGHTS") or None,
+            kv_cache_mb=float(environ["REASON_KV_CACHE_MB"]) if environ.get("REASON_KV_CACHE_MB") else None,
         )
 
     def with_overrides(self, **overrides) -> "Settings":

@@ -23,17 +23,21 @@ def describe(state: AppState) -> str:
             ("parameters", f"{info['parameters']:,}"), ("quantization / tensor types", types),
             ("context length", f"{info['context_length']:,}"),
             ("vocabulary", f"{info['vocab_kind']} ({info['vocab_size']:,} tokens)"),
-            ("device / dtype", f"{info['device']} / {info['dtype']}"), ("chat template", source)]
+            ("device / dtype / weights", f"{info['device']} / {info['dtype']} / {info.get('weights', 'dense')}"),
+            ("resident weights", f"{info.get('resident_mb', '?')} MiB"),
+            ("KV cache", f"{info.get('kv_cache_mb', '?')} MiB budget, blocks of {info.get('kv_block_size', '?')} tokens"),
+            ("chat template", source)]
     table = "| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"{table}\n\n<details><summary>chat template source</summary>\n\n{fenced(template.source, 'jinja')}\n\n</details>"
 
 
 def engine_status(state: AppState, manager: BatchManager) -> str:
-    """Busy or idle (the engine generates one batch at a time) and how many batches run."""
-    lock = getattr(state.engine, "_lock", None)  # private, so read defensively
-    busy = "unknown" if lock is None else ("generating" if lock.locked() else "idle")
+    """The scheduler's queue and KV pool, and how many batches run."""
+    stats = state.engine.stats()
     batches = sum(manager.is_running(b) for b in list(manager.running))
-    return f"engine: **{busy}** · batches running: **{batches}**"
+    return (f"engine: **{stats['running']}** sequences decoding, **{stats['waiting']}** requests waiting · "
+            f"KV blocks: **{stats['kv_blocks_in_use']}** in use, {stats['kv_blocks_cached']} cached prefixes, "
+            f"{stats['kv_blocks_total']} total · batches running: **{batches}**")
 
 
 def switch(state: AppState, manager: BatchManager, path: str):

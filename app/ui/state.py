@@ -42,7 +42,7 @@ class AppState:
         """Load a GGUF and make it the shared model; raises (and keeps the old one) when it cannot."""
         from engine import load_model
 
-        engine = load_model(path, device=self.settings.device, dtype=self.settings.dtype)
+        engine = load_model(path, **self.settings.engine_options())
         fingerprint = model_fingerprint(engine.path)
         with self._swap:
             self.engine, self.fingerprint = engine, fingerprint
