@@ -53,3 +53,50 @@ def bench_batch_command(ctx, questions, concurrency, max_tokens, model_path, as_
         click.echo(json.dumps({"results": results, "ours_over_llamacpp": ratio}, indent=2))
     else:
         click.echo(f"ours / llama.cpp throughput: {ratio:.2f}x")
+
+
+@bench.command("engine")
+@MODEL_OPTION
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts in the batch (default 64).")
+@click.option("--new-tokens", type=click.IntRange(min=2), default=None, help="Tokens per request (default 128).")
+@click.option("--prompt-tokens", type=click.IntRange(min=2), default=None, help="Prefill prompt length (default 512).")
+@click.option("--quick", is_flag=True, help="Small sizes (for tests); flags above still override.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (progress still goes to stderr).")
+@click.pass_context
+def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt_tokens, quick, as_json):
+    """Ours vs llama-cpp-python on one GGUF: prefill, decode, TTFT, shared-prefix batch throughput, peak memory."""
+    from .bench_engine import QUICK, Sizes, bench_engine, format_table
+
+    if device == "cuda" and not __import__("torch").cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA GPU is available")
+    sizes = (QUICK if quick else Sizes()).with_overrides(batch_size=batch_size, new_tokens=new_tokens,
+                                                         prompt_tokens=prompt_tokens)
+    try:
+        report = bench_engine(model_path or ctx.obj.model_path, device, sizes, verbose=True)
+    except ValueError as exc:  # a bad model file or a prompt longer than its context
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+
+
+@bench.command("serve")
+@click.option("--clients", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Concurrent streaming clients.")
+@click.option("--seconds", type=click.FloatRange(min=1), default=30, show_default=True,
+              help="How long each server is loaded.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@MODEL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bench_serve_command(ctx, clients, seconds, max_tokens, device, model_path, as_json):
+    """Our OpenAI-compatible server vs llama-cpp-python's on one GGUF, same load: req/s, tok/s, TTFT, ITL."""
+    from .bench_serve import Load, bench_serve, format_report
+
+    show = None if as_json else (lambda r: click.echo(f"{r['server']}: {r['completed']} requests, "
+                                                      f"{r['output_tokens_per_s']:.1f} tok/s", err=True))
+    try:
+        report = bench_serve(model_path or ctx.obj.model_path, Load(clients, seconds, max_tokens), device, show)
+    except (ValueError, RuntimeError) as exc:  # a bad model path, or a server that did not start
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))

@@ -1,0 +1,47 @@
+import json
+from types import SimpleNamespace
+
+from click.testing import CliRunner
+
+from app.bench_engine import QUICK, few_shot_prefix, format_table, load_questions
+from app.cli import cli
+
+METRICS = {"prefill_tok_s", "decode_tok_s", "ttft_s", "batch_tok_s", "peak_rss_bytes", "load_s"}
+
+
+def test_quick_bench_runs_both_sides_on_the_same_work(tiny_model):
+    result = CliRunner().invoke(cli, ["bench", "engine", "--quick", "--json", "--model", tiny_model])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for side in ("ours", "llamacpp"):
+        assert METRICS <= report[side].keys() and all(report[side][k] > 0 for k in METRICS)
+        # EOS is masked on both sides, so every request runs to its token budget
+        assert report[side]["decode_tokens"] == QUICK.new_tokens
+        assert report[side]["batch_generated_tokens"] == QUICK.batch_size * QUICK.new_tokens
+    assert report["ratios"].keys() == METRICS and all(r > 0 for r in report["ratios"].values())
+    assert report["ratios"]["batch_tok_s"] == report["ours"]["batch_tok_s"] / report["llamacpp"]["batch_tok_s"]
+    assert report["workload"]["few_shot_prefix_tokens"] > 0 and report["gguf_bytes"] > 0
+    assert "time to first token" in format_table(report)
+
+
+def _word_engine():
+    """Tokens are words; the chat template joins the contents."""
+    render = lambda messages, add_generation_prompt=True: " ".join(m["content"] for m in messages)  # noqa: E731
+    return SimpleNamespace(tokenizer=SimpleNamespace(encode=str.split), apply_chat_template=render)
+
+
+def test_few_shot_prefix_repeats_exemplars_up_to_the_target():
+    engine = _word_engine()
+    once = few_shot_prefix(engine, 0)
+    longer = few_shot_prefix(engine, 600)
+    words = lambda messages: len(engine.apply_chat_template(messages).split())  # noqa: E731
+    assert once[0]["role"] == "system" and len(once) == 1 + 2 * 4  # the CoT template's four exemplars, once
+    assert words(longer) >= 600 > words(longer[:-2]) and longer[1:9] == once[1:9]
+
+
+def test_questions_fall_back_to_generated_arithmetic(tmp_path):
+    questions, source = load_questions(5, tmp_path / "absent.jsonl")
+    assert len(questions) == 5 and source == "generated arithmetic"
+    (tmp_path / "q.jsonl").write_text('{"question": "What is 2 + 2?"}\n')
+    questions, source = load_questions(3, tmp_path / "q.jsonl")
+    assert questions[0] == "What is 2 + 2?" and len(questions) == 3 and source == "q.jsonl (1)"
