@@ -26,6 +26,7 @@ class PagedBatch:
     own_bias: torch.Tensor  # (B, 1, groups * T, L) 0 where a query may look, -inf elsewhere, in the model dtype
     own_mask: torch.Tensor  # (B, 1, T, L) the same as booleans
     shared_slots: torch.Tensor | None  # (S,) slots of the prefix every row shares, or None
+    own_start: int | None = None  # a single row whose own slots are consecutive: read them as a view
 
     @classmethod
     def build(cls, k_pool, v_pool, block_tables: list[list[int]], starts: list[int], lengths: list[int],
@@ -52,8 +53,22 @@ class PagedBatch:
         if shared:
             table = torch.tensor(block_tables[0][:shared_blocks])
             shared_slots = (table.repeat_interleave(block_size) * block_size + torch.arange(shared) % block_size).to(device)
+        own_start = None
+        if len(starts) == 1 and own_len and bool((own[0] == own[0, 0] + torch.arange(own_len)).all()):
+            own_start = int(own[0, 0])
         return cls(k_pool, v_pool, write.flatten().to(device), own.to(device), bias.to(device), mask.to(device),
-                   shared_slots)
+                   shared_slots, own_start)
+
+    def own_keys_values(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's own K and V, (B, Hkv, L, D): a view when they are consecutive, else one gather."""
+        k_pool, v_pool = self.k_pool[layer], self.v_pool[layer]
+        B, L = self.own_slots.shape
+        if self.own_start is not None:
+            k, v = k_pool[self.own_start:self.own_start + L], v_pool[self.own_start:self.own_start + L]
+        else:
+            flat = self.own_slots.flatten()
+            k, v = k_pool.index_select(0, flat), v_pool.index_select(0, flat)
+        return (k.view(B, L, *k.shape[1:]).transpose(1, 2), v.view(B, L, *v.shape[1:]).transpose(1, 2))
 
 
 def _flash(q, k, v, bias=None):
@@ -70,16 +85,15 @@ def paged_attention(q, k, v, batch: PagedBatch, layer: int, fp16_rounding: bool)
         k, v = fake_quantize(k, "F16"), fake_quantize(v, "F16")
     k_pool.index_copy_(0, batch.write_slots, k.reshape(B * T, Hkv, D).to(k_pool.dtype))
     v_pool.index_copy_(0, batch.write_slots, v.reshape(B * T, Hkv, D).to(v_pool.dtype))
-    own_k = k_pool[batch.own_slots].transpose(1, 2)  # (B, Hkv, L, D)
-    own_v = v_pool[batch.own_slots].transpose(1, 2)
+    own_k, own_v = batch.own_keys_values(layer)  # (B, Hkv, L, D)
     if fp16_rounding or q.device.type != "cpu":  # reference math (llama.cpp's rounding) or non-CPU: one plain pass
         return _plain_attention(q, own_k, own_v, batch, layer, fp16_rounding)
     # query heads grouped under their KV head: (B, Hkv, groups * T, D), group-major
     grouped = q.view(B, T, Hkv, groups, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, groups * T, D)
     out, lse = _flash(grouped, own_k, own_v, batch.own_bias)
     if batch.shared_slots is not None:
-        shared_k = k_pool[batch.shared_slots].permute(1, 0, 2).unsqueeze(0)  # (1, Hkv, S, D)
-        shared_v = v_pool[batch.shared_slots].permute(1, 0, 2).unsqueeze(0)
+        shared_k = k_pool.index_select(0, batch.shared_slots).permute(1, 0, 2).unsqueeze(0)  # (1, Hkv, S, D)
+        shared_v = v_pool.index_select(0, batch.shared_slots).permute(1, 0, 2).unsqueeze(0)
         every_query = grouped.transpose(0, 1).reshape(1, Hkv, B * groups * T, D)
         out_s, lse_s = _flash(every_query, shared_k, shared_v)
         out_s = out_s.view(Hkv, B, groups * T, D).transpose(0, 1)

@@ -260,21 +260,25 @@ class Scheduler:
 
     def _admit(self) -> None:
         deferred = []
-        prefilling = {tuple(s.tokens[:self.pool.block_size]) for s in self._running if s.pending > 1}
+        prefilling = [s for s in self._running if s.pending > 1]
         while self._waiting and len(self._running) < self.max_batch:
             seq = self._waiting.popleft()
-            first_block = tuple(seq.tokens[:self.pool.block_size])
-            if len(seq.tokens) > self.pool.block_size and first_block in prefilling:
-                deferred.append(seq)  # its prefix is being computed right now: wait and reuse it
+            if any(self._shares_unpublished_block(seq, other) for other in prefilling):
+                deferred.append(seq)  # part of its prefix is being computed right now: wait and reuse it
                 continue
             if not self._take_blocks(seq):
                 self._waiting.appendleft(seq)
                 break
             seq.admitted_at = next(self._admissions)
             self._running.append(seq)
-            prefilling.add(first_block)
+            prefilling.append(seq)
         self._waiting.extendleft(reversed(deferred))
         self._count_waiting()
+
+    def _shares_unpublished_block(self, seq: _Sequence, other: _Sequence) -> bool:
+        """Whether `seq` starts with the published blocks of `other` and also its next, not yet computed, block."""
+        end = (len(other.content_ids) + 1) * self.pool.block_size
+        return len(seq.tokens) > end and len(other.tokens) >= end and seq.tokens[:end] == other.tokens[:end]
 
     def _take_blocks(self, seq: _Sequence) -> bool:
         """Cached prefix blocks plus own blocks for the rest of its tokens; False if the pool is short."""
