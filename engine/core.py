@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 
 from .beam_search import beam_search
 from .chat_template import ChatTemplate
+from .compute import COMPUTE
 from .generate import Completion, ContextLengthError
 from .gguf_file import GGUFFile
 from .kv_pool import BlockPool
@@ -64,9 +64,9 @@ class Engine:
         token_text = lambda i: tokens[i] if i is not None and 0 <= i < len(tokens) else ""  # noqa: E731
         self.chat_template = ChatTemplate(gguf.get("tokenizer.chat_template"),
                                           token_text(self.tokenizer.bos_id), token_text(self.tokenizer.eos_id))
-        self.model = build_transformer(gguf, self.args, device, dtype, llama_cpp_numerics, weights=weights)
+        # built on the compute thread, which does all tensor work (see compute.py)
+        self.model = COMPUTE.call(build_transformer, gguf, self.args, device, dtype, llama_cpp_numerics, weights=weights)
         self.device, self.dtype, self.weights = device, dtype, weights
-        self._lock = threading.Lock()  # beam search keeps its own contiguous cache on the model: one at a time
         self.pool = self._kv_pool(kv_cache_mb)
         self.scheduler = Scheduler(self.model, self.tokenizer, self.pool, max_batch=max_batch)
         self.info = self._describe(gguf)
@@ -77,7 +77,7 @@ class Engine:
         bytes_per_token = 2 * a.n_layers * a.n_kv_heads * a.head_dim * torch.finfo(self.dtype).bits // 8
         budget = (kv_cache_mb if kv_cache_mb is not None else DEFAULT_KV_CACHE_MB) * 2**20
         blocks = max(int(budget // (bytes_per_token * BLOCK_SIZE)), -(-a.max_seq_len // BLOCK_SIZE) + 2)
-        return BlockPool(a.n_layers, blocks, BLOCK_SIZE, a.n_kv_heads, a.head_dim, self.dtype, self.device)
+        return COMPUTE.call(BlockPool, a.n_layers, blocks, BLOCK_SIZE, a.n_kv_heads, a.head_dim, self.dtype, self.device)
 
     def submit(self, prompt: str | list[int], params: SamplingParams | None = None) -> RequestHandle:
         """Queue one prompt (text, BOS added per the tokenizer, or token ids); stream or wait on the handle."""
@@ -94,10 +94,13 @@ class Engine:
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         return self.chat_template.render(messages, add_generation_prompt)
 
-    @torch.inference_mode()
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         """float32 logits (len(token_ids), vocab) of one full forward pass, no cache."""
         self._check_length(token_ids)
+        return COMPUTE.call(self._logits, token_ids)
+
+    @torch.inference_mode()
+    def _logits(self, token_ids: list[int]) -> torch.Tensor:
         tokens = torch.tensor([token_ids], device=self.device)
         positions = torch.arange(len(token_ids), device=self.device).unsqueeze(0)
         return self.model(tokens, positions)[0].cpu()
@@ -125,9 +128,8 @@ class Engine:
             for i, (ids, p) in enumerate(zip(encoded, per_prompt)):
                 if i in handles:
                     results += [replace(c, prompt_index=i) for c in handles[i].result()]
-                else:
-                    with self._lock:
-                        results += beam_search(self.model, self.tokenizer, ids, p, i)
+                else:  # beam search keeps its own contiguous cache; it runs between scheduler steps
+                    results += COMPUTE.call(beam_search, self.model, self.tokenizer, ids, p, i)
             return results
         finally:
             for handle in handles.values():

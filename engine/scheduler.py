@@ -1,9 +1,9 @@
 """Continuous batching: requests join and leave between steps, over the paged KV pool.
 
-One thread owns the model. Each step it
+The engine's compute thread (engine/compute.py) owns the model. Each step it
 1. takes new requests and cancellations from callers (any thread),
 2. admits waiting sequences while KV blocks last, reusing cached prefix blocks; a sequence whose
-   first block equals that of one still being prefilled waits one step, so the shared few-shot
+   next prefix block is being computed right now by another waits, so the shared few-shot
    prompt is computed once and the others find it in the cache,
 3. runs one decode forward for every running sequence (one new token each) and one prefill
    forward for up to `prefill_chunk` prompt tokens of sequences still reading their prompt, so a
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .compute import COMPUTE
 from .generate import Completion, ContextLengthError
 from .kv_pool import BlockPool, PoolExhausted
 from .model import Transformer
@@ -33,7 +34,6 @@ from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-IDLE_EXIT_S = 2.0  # the scheduler thread ends after this long with nothing to do
 # Below this many tokens a forward pass is dispatch-bound: one CPU thread is faster than several,
 # whose synchronisation costs more than the tiny matmuls gain (measured: decode at batch 1 runs
 # 45 tok/s on one thread of this 2-core CPU, 26 on two; batch 16 runs 166 vs 210).
@@ -86,7 +86,7 @@ class RequestHandle:
     def cancel(self) -> None:
         if not self.cancelled and not self._done.is_set():
             self.cancelled = True
-            self._scheduler._inbox.put(("cancel", self))
+            self._scheduler._post("cancel", self)
 
     @property
     def done(self) -> bool:
@@ -156,9 +156,8 @@ class Scheduler:
         self._ids = itertools.count(1)
         self._admissions = itertools.count()
         self._waiting_requests = 0
-        self._thread: threading.Thread | None = None
         self._closed = False
-        self._start_lock = threading.Lock()
+        COMPUTE.attach(self)
 
     # ---- callers (any thread) ----
     def submit(self, prompt: list[int], params: SamplingParams) -> RequestHandle:
@@ -179,60 +178,52 @@ class Scheduler:
             raise QueueFullError(f"{self._waiting_requests} requests are waiting (limit {self.max_waiting})")
         handle = RequestHandle(f"req-{next(self._ids)}", list(prompt), params, self)
         self._waiting_requests += 1
-        self._inbox.put(("submit", handle))
-        self._ensure_thread()  # after the put: an idle thread only exits while the inbox is empty
+        self._post("submit", handle)
         return handle
 
     def stats(self) -> dict:
         return {"waiting": self._waiting_requests, "running": len(self._running), **self.pool.stats()}
 
     def close(self) -> None:
+        """Fail whatever is still queued or running and refuse new requests."""
         self._closed = True
-        self._inbox.put(("close", None))
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._post("close", None)
 
-    def _ensure_thread(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
-                self._thread.start()
+    def _post(self, kind: str, handle: RequestHandle | None) -> None:
+        self._inbox.put((kind, handle))
+        COMPUTE.wake()
 
-    # ---- the scheduler thread ----
-    def _loop(self) -> None:
-        while True:
-            idle = not self._waiting and not self._running
-            try:
-                if not self._drain_inbox(block=idle):
-                    return
-                if idle and not self._waiting and self._inbox.empty():
-                    with self._start_lock:  # idle: end the thread (submit starts a new one), so an
-                        if self._inbox.empty():  # unused engine can be garbage-collected
-                            self._thread = None
-                            return
-                self._admit()
-                self._step()
-            except Exception as exc:  # a failed step fails its requests, never the thread
-                log.exception("scheduler step failed")
-                for seq in self._running + list(self._waiting):
-                    self._drop(seq)
-                    seq.handle._fail(exc)
-                self._running.clear()
-                self._waiting.clear()
+    # ---- on the compute thread ----
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._running or not self._inbox.empty())
 
-    def _drain_inbox(self, block: bool) -> bool:
+    def step_once(self) -> None:
+        """Take new requests and cancellations, admit what fits, run one step."""
+        try:
+            self._drain_inbox()
+            self._admit()
+            self._step()
+        except Exception as exc:  # a failed step fails its requests, never the thread
+            log.exception("scheduler step failed")
+            self._fail_all(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for seq in self._running + list(self._waiting):
+            self._drop(seq)
+            seq.handle._fail(exc)
+        self._running.clear()
+        self._waiting.clear()
+        self._count_waiting()
+
+    def _drain_inbox(self) -> None:
         while True:
             try:
-                kind, handle = self._inbox.get(timeout=IDLE_EXIT_S) if block else self._inbox.get_nowait()
+                kind, handle = self._inbox.get_nowait()
             except queue.Empty:
-                return True
-            block = False
+                return
             if kind == "close":
-                for seq in self._running + list(self._waiting):
-                    self._drop(seq)
-                    seq.handle._fail(RuntimeError("the engine was closed"))
-                return False
-            if kind == "submit":
+                self._fail_all(RuntimeError("the engine was closed"))
+            elif kind == "submit":
                 self._enqueue(handle)
             elif kind == "cancel":
                 self._cancel(handle)
