@@ -1,10 +1,11 @@
 """The web app: one Gradio Blocks with a tab per page, over one loaded model and the trace store."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 import gradio as gr
+
+from engine.server import is_loopback
 
 from ..settings import Settings
 from . import batch_page, chat, history, model_page, templates_page
@@ -41,16 +42,6 @@ def build_app(settings: Settings, model_path: str | None = None, state: AppState
                          [info, status])
     app.reason_state = state  # for tests and embedding
     return app
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def exposure_warning(host: str, auth) -> str | None:
