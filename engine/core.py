@@ -15,8 +15,9 @@ from .gguf_file import GGUFFile
 from .kv_pool import BlockPool
 from .loader import build_transformer, default_model_path, describe_gguf, model_args, resident_bytes
 from .model import ModelArgs
+from .request import RequestHandle
 from .sampling import SamplingParams
-from .scheduler import RequestHandle, Scheduler
+from .scheduler import Scheduler
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from .generate import Completion, ContextLengthError
 from .kv_pool import BlockPool, PoolExhausted
 from .model import Transformer
 from .paged_attention import PagedBatch
+from .request import QueueFullError, RequestHandle, TokenEvent
 from .sampling import SamplerState, SamplingParams, sample, top_logprobs
 from .text_stream import TextStream
 from .tokenizer import Tokenizer
@@ -39,82 +39,6 @@ log = logging.getLogger(__name__)
 # 45 tok/s on one thread of this 2-core CPU, 26 on two; batch 16 runs 166 vs 210).
 SMALL_STEP_TOKENS = 8
 CPU_THREADS = torch.get_num_threads()  # read before any scheduler lowers it
-
-
-class QueueFullError(RuntimeError):
-    """The bounded waiting queue is full; try again later."""
-
-
-class RequestCancelled(RuntimeError):
-    pass
-
-
-@dataclass
-class TokenEvent:
-    index: int  # which of the request's n samples
-    token_id: int | None  # None on a closing event that only carries finish_reason
-    text: str  # text added since this sample's previous event
-    logprob: dict | None = None
-    finish_reason: str | None = None  # "stop", "length" or "cancelled" on a sample's last event
-
-
-_DONE = object()
-
-
-class RequestHandle:
-    """A submitted request: iterate it for TokenEvents, or wait for its Completions."""
-
-    def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, scheduler: "Scheduler"):
-        self.id, self.prompt, self.params = request_id, prompt, params
-        self.prompt_tokens = len(prompt)
-        self._scheduler = scheduler
-        self._events: queue.Queue = queue.Queue()
-        self._completions: list[Completion | None] = [None] * params.n
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-        self.cancelled = False
-
-    def __iter__(self):
-        while True:
-            event = self._events.get()
-            if event is _DONE:
-                if self._error is not None:
-                    raise self._error
-                return
-            yield event
-
-    def cancel(self) -> None:
-        if not self.cancelled and not self._done.is_set():
-            self.cancelled = True
-            self._scheduler._post("cancel", self)
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> list[Completion]:
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"request {self.id} did not finish within {timeout} s")
-        if self._error is not None:
-            raise self._error
-        return list(self._completions)
-
-    # scheduler side
-    def _emit(self, event: TokenEvent) -> None:
-        self._events.put(event)
-
-    def _complete(self, index: int, completion: Completion) -> None:
-        self._completions[index] = completion
-        if all(c is not None for c in self._completions):
-            self._finish()
-
-    def _fail(self, error: BaseException) -> None:
-        self._error = error
-        self._finish()
-
-    def _finish(self) -> None:
-        self._done.set()
-        self._events.put(_DONE)
 
 
 @dataclass(eq=False)

@@ -29,7 +29,7 @@ from .core import Engine
 from .generate import ContextLengthError
 from .openai_schema import APIError, ChatRequest, CompletionRequest, Choices, chat_prompt, completion_prompts, \
     sampling_params
-from .scheduler import QueueFullError
+from .request import QueueFullError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import torch
 from engine import SamplingParams, load_model
 from engine.generate import ContextLengthError
 from engine.kv_pool import BlockPool
-from engine.scheduler import QueueFullError
+from engine.request import QueueFullError
 
 PROMPTS = ["The quick brown fox", "Paris is the capital of France and also", "1 2 3", "A farmer has 12 cows and sells 5"]
 PREFIX = "Question: Tom has 3 apples and buys 4 more. How many apples? Answer: 7. " * 3
