@@ -37,7 +37,24 @@ def engine_status(state: AppState, manager: BatchManager) -> str:
     batches = sum(manager.is_running(b) for b in list(manager.running))
     return (f"engine: **{stats['running']}** sequences decoding, **{stats['waiting']}** requests waiting · "
             f"KV blocks: **{stats['kv_blocks_in_use']}** in use, {stats['kv_blocks_cached']} cached prefixes, "
-            f"{stats['kv_blocks_total']} total · batches running: **{batches}**")
+            f"{stats['kv_blocks_total']} total · batches running: **{batches}**\n\n{server_status()}")
+
+
+def server_status(base_url: str | None = None) -> str:
+    """Where `reason serve` answers beside the app ($REASON_SERVER_URL, else its default), probed now."""
+    import os
+
+    import httpx
+
+    from ..backends import DEFAULT_BASE_URL
+
+    url = (base_url or os.environ.get("REASON_SERVER_URL") or DEFAULT_BASE_URL).rstrip("/")
+    try:
+        health = httpx.get(url.removesuffix("/v1") + "/health", timeout=1.0).json()
+    except (httpx.HTTPError, ValueError):
+        return f"OpenAI-compatible server: not running at `{url}` (start one with `reason serve`)"
+    return (f"OpenAI-compatible server: **{url}** serving `{health.get('model', '?')}` · "
+            f"queue {health.get('queue_depth', '?')} · KV blocks in use {health.get('kv_blocks_in_use', '?')}")
 
 
 def switch(state: AppState, manager: BatchManager, path: str):

@@ -44,6 +44,19 @@ def test_openai_backend_talks_to_our_server(tiny_model):
     assert reply.usage_metadata["output_tokens"] <= 5
 
 
+def test_the_model_page_shows_a_server_running_beside_the_app(tiny_model):
+    from app.ui.model_page import server_status
+
+    engine = load_model(tiny_model, device="cpu")
+    try:
+        with serve_in_thread(create_app(engine)) as base_url:
+            shown = server_status(f"{base_url}/v1")
+    finally:
+        engine.close()
+    assert f"**{base_url}/v1** serving `tiny`" in shown and "KV blocks in use 0" in shown
+    assert "not running" in server_status(f"{base_url}/v1")  # stopped now
+
+
 def _request(rng: random.Random, i: int) -> tuple[str, dict]:
     """Alternate chat and completions; vary length, n, temperature and seed; ask for logprobs to count tokens."""
     common = {"model": "default", "stream": True, "stream_options": {"include_usage": True},
