@@ -56,7 +56,7 @@ class _Service:
 
     def check_model(self, name: str) -> None:
         if name not in self.names:
-            raise APIError(404, f"model '{name}' does not exist; this server serves '{self.model_name}' "
+            raise APIError(400, f"model '{name}' does not exist; this server serves '{self.model_name}' "
                                 "(see GET /v1/models)", "invalid_request_error", "model", "model_not_found")
 
     def submit(self, prompts: list[list[int]], request, chat: bool) -> list:

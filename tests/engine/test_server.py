@@ -165,7 +165,7 @@ BAD_REQUESTS = [
     ("/v1/completions", {"model": "tiny", "prompt": [5, 999999]}, 400, "prompt"),
     ("/v1/completions", {"model": "tiny"}, 400, "prompt"),
     ("/v1/completions", "{not json", 400, None),
-    ("/v1/completions", {"model": "gpt-4o", "prompt": "a"}, 404, "model"),
+    ("/v1/completions", {"model": "gpt-4o", "prompt": "a"}, 400, "model"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "wizard", "content": "a"}]}, 400,
      "messages.0.role"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "a"}], "logprobs": True,
