@@ -83,6 +83,7 @@ class Engine:
     def submit(self, prompt: str | list[int], params: SamplingParams | None = None) -> RequestHandle:
         """Queue one prompt (text, BOS added per the tokenizer, or token ids); stream or wait on the handle."""
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        self._check_length(ids)  # a bad token id would otherwise fail the whole batch it joins
         return self.scheduler.submit(ids, params or SamplingParams())
 
     def stats(self) -> dict:

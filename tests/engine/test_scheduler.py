@@ -146,6 +146,8 @@ def test_a_request_that_can_never_fit_is_rejected_clearly(engine):
 def test_invalid_params_and_full_queue_are_clear_errors(engine):
     with pytest.raises(ValueError, match="temperature"):
         engine.submit("hi", SamplingParams(temperature=-1))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.submit([1, engine.args.vocab_size + 5], greedy())
     saved = engine.scheduler.max_waiting
     engine.scheduler.max_waiting = 0
     try:
