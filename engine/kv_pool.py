@@ -59,10 +59,9 @@ class BlockPool:
             return {"kv_blocks_total": self.usable_blocks, "kv_blocks_in_use": in_use,
                     "kv_blocks_cached": len(self._evictable), "block_size": self.block_size}
 
-    def available(self) -> int:
-        """Blocks that allocate() could hand out now (free plus evictable cached ones)."""
-        with self._lock:
-            return len(self._free) + len(self._evictable)
+    def blocks_for(self, tokens: int) -> int:
+        """Blocks that hold this many tokens."""
+        return -(-tokens // self.block_size)
 
     def allocate(self, n: int) -> list[int]:
         with self._lock:
@@ -112,8 +111,6 @@ class BlockPool:
             entry = self._table.get(key)
             if entry is not None:  # the same content was computed elsewhere first: keep theirs
                 return entry.content_id
-            if block in self._key_of:  # already published under another key (cannot happen for own blocks)
-                return self._table[self._key_of[block]].content_id
             entry = _Entry(block, next(self._content_ids))
             self._table[key] = entry
             self._key_of[block] = key
@@ -132,8 +129,3 @@ class BlockPool:
         block, _ = self._evictable.popitem(last=False)
         del self._table[self._key_of.pop(block)]
         self._free.append(block)
-
-    def slots(self, block_table: list[int], start: int, stop: int) -> list[int]:
-        """Flat slot ids of positions start..stop-1 of a sequence."""
-        bs = self.block_size
-        return [block_table[p // bs] * bs + p % bs for p in range(start, stop)]

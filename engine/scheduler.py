@@ -55,7 +55,6 @@ class _Sequence:
     content_ids: list[int] = field(default_factory=list)  # of the leading blocks published to the cache
     logprobs: list[dict] = field(default_factory=list)
     cumulative_logprob: float = 0.0
-    finish_reason: str | None = None
 
     @property
     def generated(self) -> list[int]:
@@ -92,7 +91,7 @@ class Scheduler:
             raise ContextLengthError(f"the prompt has {len(prompt)} tokens; the model's context is {self.context}")
         if params.num_beams > 1:
             raise ValueError("num_beams > 1 is not served by the scheduler; use Engine.generate")
-        needed = -(-(len(prompt) + 1) // self.pool.block_size)
+        needed = self.pool.blocks_for(len(prompt) + 1)
         if needed > self.pool.usable_blocks:
             raise ContextLengthError(f"the prompt needs {needed} KV blocks; the pool has {self.pool.usable_blocks}"
                                      " (raise the KV cache budget)")
@@ -202,7 +201,7 @@ class Scheduler:
         if len(blocks) * bs >= len(seq.tokens):  # the last token must be computed for its logits
             self.pool.release(blocks[-1:])
             blocks, content_ids = blocks[:-1], content_ids[:-1]
-        needed = -(-(len(seq.tokens) + 1) // bs) - len(blocks)
+        needed = self.pool.blocks_for(len(seq.tokens) + 1) - len(blocks)  # + 1: the next token's slot
         try:
             own = self.pool.allocate(needed)
         except PoolExhausted:
@@ -244,9 +243,7 @@ class Scheduler:
                 except PoolExhausted:
                     victim = max((s for s in self._running if s is not seq), key=lambda s: s.admitted_at, default=None)
                     if victim is None:  # alone and the whole pool is not enough: stop it here
-                        self._running.remove(seq)
-                        self._drop(seq)
-                        self._finish(seq, "length")
+                        self._retire(seq, "length")
                         break
                     self._preempt(victim)
 
@@ -345,7 +342,6 @@ class Scheduler:
 
     def _finish(self, seq: _Sequence, reason: str) -> None:
         text = seq.stream.finish()
-        seq.finish_reason = reason
         seq.handle._emit(TokenEvent(seq.index, None, text, None, reason))
         params = seq.sampler.params
         seq.handle._complete(seq.index, Completion(
