@@ -1,16 +1,24 @@
-"""Pull a final answer out of model text: "The answer is N." lines, or the last number."""
+"""Pull a final answer out of model text: "The answer is N." lines, or the last number.
+
+Numbers are read by the grammar scoring uses (`numbers.py`) and kept in its normalized spelling,
+so "The answer is 3/4." gives "3/4" and "−$1,234.50" gives "-1234.50"; votes count numerically
+equal answers ("0.75", "3/4") as one.
+"""
 from __future__ import annotations
 
 import re
-from collections import Counter
+
+from .numbers import find_numbers, parse_number
 
 ANSWER_IS = re.compile(r"answer is[:\s]*\$?\s*([^\n]*?)\s*\.?\s*(?:\n|$)", re.IGNORECASE)
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# Vote keys round to this many significant digits so that float noise ("0.30000000000000004") agrees.
+_VOTE_DIGITS = 9
 
 
 def last_number(text: str) -> str | None:
-    numbers = NUMBER.findall(text or "")
-    return numbers[-1].replace(",", "") if numbers else None
+    """The last number in text, in its normalized spelling ("1 1/2 cups" -> "1 1/2")."""
+    numbers = find_numbers(text)
+    return numbers[-1].text if numbers else None
 
 
 def extract_answer(text: str) -> str | None:
@@ -27,14 +35,26 @@ def first_line(text: str) -> str | None:
     return line.rstrip(".") or None
 
 
-def majority_vote(answers: list[str], logprobs: list[float]) -> tuple[str | None, dict[str, int]]:
-    """The most frequent answer; ties go to the answer whose samples have the highest summed log-probability."""
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None, {}
-    mass: dict[str, float] = {}
+def _vote_key(answer: str) -> str | float:
+    value = parse_number(answer)
+    return answer if value is None else float(f"{value:.{_VOTE_DIGITS}g}")
+
+
+def majority_vote(answers: list[str | None], logprobs: list[float]) -> tuple[str | None, dict[str, int]]:
+    """The most frequent answer; ties go to the answer whose samples have the highest summed log-probability.
+
+    Numerically equal answers count together, under the spelling that came first.
+    """
+    spelling: dict[str | float, str] = {}
+    counts: dict[str | float, int] = {}
+    mass: dict[str | float, float] = {}
     for answer, logprob in zip(answers, logprobs):
         if answer is not None:
-            mass[answer] = mass.get(answer, 0.0) + logprob
-    best = max(counts, key=lambda a: (counts[a], mass[a]))
-    return best, dict(counts)
+            key = _vote_key(answer)
+            spelling.setdefault(key, answer)
+            counts[key] = counts.get(key, 0) + 1
+            mass[key] = mass.get(key, 0.0) + logprob
+    if not counts:
+        return None, {}
+    best = max(counts, key=lambda k: (counts[k], mass[k]))
+    return spelling[best], {spelling[k]: n for k, n in counts.items()}

@@ -1,5 +1,6 @@
 """Answer scoring: numbers with tolerance (GSM8K-style answers) or SQuAD-style text match and token F1.
 
+Numbers are read by the grammar in `numbers.py`, the same one answers are extracted by.
 Text normalization follows the official SQuAD v1.1 evaluation script (extended to Unicode punctuation).
 """
 from __future__ import annotations
@@ -11,22 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# One number: an optional sign (ASCII hyphen or U+2212 minus), optional currency symbol, then a
-# mixed number ("1 1/2"), a fraction ("3/4") or a decimal with optional thousands commas and
-# exponent, then an optional "%". A "-" right after a word or digit ("COVID-19", "5-3") is a hyphen.
-_NUMBER = re.compile(r"""
-    (?<![\w./])
-    (?P<sign>[-−+])?
-    (?:[$€£¥₹]\s*(?P<sign2>[-−])?\s*)?
-    (?:
-        (?P<whole>\d+)\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)(?![\d/])
-      | (?P<num>\d+)\s*/\s*(?P<den>\d+)(?![\d/])
-      | (?P<dec>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\d)|\.\d+)
-    )
-    (?P<percent>\s*%)?
-""", re.VERBOSE)
-# A whole answer that is just a number, maybe with one unit word ("18 dollars", "3 km") and a final period.
-_ONLY_NUMBER_TAIL = re.compile(r"\s*(?:[^\W\d_]+)?\s*\.?\s*")
+from .numbers import extract_number, parse_number
 
 
 @dataclass(frozen=True)
@@ -37,42 +23,6 @@ class Score:
     exact: bool
     f1: float
     numeric: bool
-
-
-def _value(match: re.Match[str]) -> float | None:
-    negative = bool({match["sign"], match["sign2"]} & {"-", "−"})
-    if match["dec"] is not None:
-        value = float(match["dec"].replace(",", ""))
-    elif match["num"] is not None:
-        if int(match["den"]) == 0:
-            return None
-        value = int(match["num"]) / int(match["den"])
-    else:
-        if int(match["mden"]) == 0:
-            return None
-        value = int(match["whole"]) + int(match["mnum"]) / int(match["mden"])
-    return -value if negative else value
-
-
-def extract_number(text: str | None) -> float | None:
-    """The last number in free text ("The answer is $1,234.50." -> 1234.5), or None if it has none."""
-    if not text:
-        return None
-    values = [_value(match) for match in _NUMBER.finditer(text)]
-    values = [value for value in values if value is not None and math.isfinite(value)]
-    return values[-1] if values else None
-
-
-def parse_number(text: str | None) -> float | None:
-    """The value of text that is only a number (with currency, %, one unit word), else None."""
-    if not text:
-        return None
-    text = text.strip()
-    match = _NUMBER.match(text)
-    if match is None or not _ONLY_NUMBER_TAIL.fullmatch(text, match.end()):
-        return None
-    value = _value(match)
-    return value if value is not None and math.isfinite(value) else None
 
 
 def numeric_match(predicted: str | None, expected: str | None, rel_tol: float = 1e-6, abs_tol: float = 1e-6) -> bool:
