@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli_bench import bench
+from .bench.cli import bench
 from .cli_options import BACKEND_OPTION, DEVICE_OPTION, DTYPE_OPTION, MODEL_OPTION, sampling_options
 from .cli_records import runs, templates, wiki
 from .settings import Settings

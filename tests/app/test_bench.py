@@ -1,6 +1,6 @@
 import torch
 
-from app.bench import bench_sampling, sort_based_top_p
+from app.bench.sampling import bench_sampling, sort_based_top_p
 
 
 def test_sampling_benchmark_reports_every_cell():
@@ -16,7 +16,7 @@ def test_sort_based_reference_only_draws_from_the_nucleus():
 
 
 def test_arithmetic_questions_are_fixed_and_correct():
-    from app.bench import arithmetic_questions
+    from app.bench.questions import arithmetic_questions
 
     questions = arithmetic_questions(5)
     assert questions == arithmetic_questions(5) and len({q for q, _ in questions}) == 5

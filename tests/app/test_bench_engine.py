@@ -1,9 +1,12 @@
 import json
+import re
 from types import SimpleNamespace
 
+import pytest
 from click.testing import CliRunner
 
-from app.bench_engine import QUICK, few_shot_prefix, format_table, load_questions
+from app.bench.engine import QUICK, few_shot_prefix, format_table
+from app.bench.questions import SHIPPED_QUESTIONS, load_questions, read_questions
 from app.cli import cli
 
 METRICS = {"prefill_tok_s", "decode_tok_s", "ttft_s", "batch_tok_s", "peak_rss_bytes", "load_s"}
@@ -45,3 +48,34 @@ def test_questions_fall_back_to_generated_arithmetic(tmp_path):
     (tmp_path / "q.jsonl").write_text('{"question": "What is 2 + 2?"}\n')
     questions, source = load_questions(3, tmp_path / "q.jsonl")
     assert questions[0] == "What is 2 + 2?" and len(questions) == 3 and source == "q.jsonl (1)"
+
+
+def test_the_shipped_questions_come_with_the_package_and_have_answers():
+    from prompts.scoring import score
+
+    lines = [json.loads(line) for line in SHIPPED_QUESTIONS.read_text(encoding="utf-8").splitlines()]
+    assert 16 <= len(lines) == len(read_questions(SHIPPED_QUESTIONS)) == len({r["question"] for r in lines})
+    assert all(score(r["answer"], r["answer"]).numeric for r in lines)
+    questions, source = load_questions(len(lines) + 2)
+    assert questions[:len(lines)] == [r["question"] for r in lines] and source == f"questions.jsonl ({len(lines)})"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"question": "ok"}\nnot json\n', ":2: not a JSON line"),
+    ('{"text": "no question field"}\n', ':1: expected an object with a non-empty "question" string'),
+    ('["a list"]\n', ":1: expected an object"),
+])
+def test_a_bad_questions_file_names_its_bad_line(tmp_path, text, problem):
+    path = tmp_path / "q.jsonl"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        load_questions(3, path)
+
+
+def test_bench_engine_refuses_a_bad_questions_file_before_loading_a_model(tmp_path):
+    (tmp_path / "q.jsonl").write_text("{oops\n")
+    result = CliRunner().invoke(cli, ["bench", "engine", "--questions", str(tmp_path / "q.jsonl"),
+                                      "--model", str(tmp_path / "absent.gguf")])
+    assert result.exit_code == 1 and "q.jsonl:1: not a JSON line" in result.output
+    result = CliRunner().invoke(cli, ["bench", "engine", "--questions", str(tmp_path / "absent.jsonl")])
+    assert result.exit_code == 2 and "does not exist" in result.output

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from .cli_options import MODEL_OPTION
+from ..cli_options import MODEL_OPTION
+from .questions import SHIPPED_QUESTIONS
+
 
 @click.group()
 def bench():
@@ -17,7 +20,7 @@ def bench():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def bench_sampling_command(device, as_json):
     """Time per sampling step, ours vs sort-based top-p, for vocab 32000/49152/128256 and batch 1/8/64/256."""
-    from .bench import bench_sampling
+    from .sampling import bench_sampling
 
     if device == "cuda" and not __import__("torch").cuda.is_available():
         raise click.ClickException("--device cuda: no CUDA GPU is available")
@@ -41,7 +44,7 @@ def bench_sampling_command(device, as_json):
 @click.pass_context
 def bench_batch_command(ctx, questions, concurrency, max_tokens, model_path, as_json):
     """CoT on N arithmetic questions: our engine in-process vs llama.cpp, through the same strategy code."""
-    from .bench import bench_batch
+    from .batch import bench_batch
 
     model_path = model_path or ctx.obj.model_path
     show = None if as_json else (lambda r: click.echo(
@@ -62,19 +65,23 @@ def bench_batch_command(ctx, questions, concurrency, max_tokens, model_path, as_
 @click.option("--new-tokens", type=click.IntRange(min=2), default=None, help="Tokens per request (default 128).")
 @click.option("--prompt-tokens", type=click.IntRange(min=2), default=None, help="Prefill prompt length (default 512).")
 @click.option("--quick", is_flag=True, help="Small sizes (for tests); flags above still override.")
+@click.option("--questions", "questions_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=SHIPPED_QUESTIONS, show_default="the 32 shipped with the app",
+              help="JSONL with a 'question' field per line; generated arithmetic tops it up to the batch size.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (progress still goes to stderr).")
 @click.pass_context
-def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt_tokens, quick, as_json):
+def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt_tokens, quick, questions_path, as_json):
     """Ours vs llama-cpp-python on one GGUF: prefill, decode, TTFT, shared-prefix batch throughput, peak memory."""
-    from .bench_engine import QUICK, Sizes, bench_engine, format_table
+    from .engine import QUICK, Sizes, bench_engine, format_table
 
     if device == "cuda" and not __import__("torch").cuda.is_available():
         raise click.ClickException("--device cuda: no CUDA GPU is available")
     sizes = (QUICK if quick else Sizes()).with_overrides(batch_size=batch_size, new_tokens=new_tokens,
                                                          prompt_tokens=prompt_tokens)
     try:
-        report = bench_engine(model_path or ctx.obj.model_path, device, sizes, verbose=True)
-    except ValueError as exc:  # a bad model file or a prompt longer than its context
+        report = bench_engine(model_path or ctx.obj.model_path, device, sizes, verbose=True,
+                              questions_path=questions_path)
+    except ValueError as exc:  # a bad model or questions file, or a prompt longer than its context
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 
@@ -91,7 +98,7 @@ def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt
 @click.pass_context
 def bench_serve_command(ctx, clients, seconds, max_tokens, device, model_path, as_json):
     """Our OpenAI-compatible server vs llama-cpp-python's on one GGUF, same load: req/s, tok/s, TTFT, ITL."""
-    from .bench_serve import Load, bench_serve, format_report
+    from .serve import Load, bench_serve, format_report
 
     show = None if as_json else (lambda r: click.echo(f"{r['server']}: {r['completed']} requests, "
                                                       f"{r['output_tokens_per_s']:.1f} tok/s", err=True))

@@ -6,7 +6,6 @@ users must, reusing the previous prompt's KV for the shared prefix.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -16,8 +15,7 @@ from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
-# Development eval data beside the repository; absent in CI, where generated questions stand in.
-GSM8K_PATH = Path(__file__).resolve().parents[2] / "shared" / "eval" / "gsm8k_train_200.jsonl"
+from .questions import SHIPPED_QUESTIONS, load_questions
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class Sizes:
     prefix_tokens: int = 600  # the few-shot exemplars repeat until the shared prefix reaches this
     repeats: int = 3  # prefill timings per side; the median is reported
 
-    def with_overrides(self, **overrides) -> "Sizes":
+    def with_overrides(self, **overrides) -> Sizes:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -50,18 +48,6 @@ class Workload:
     context: int  # llama.cpp's n_ctx: the longest prompt plus new tokens
 
 
-def load_questions(n: int, path: Path = GSM8K_PATH) -> tuple[list[str], str]:
-    """n questions: GSM8K's (from the shared eval file) when present, topped up with generated arithmetic."""
-    from .bench import arithmetic_questions
-
-    questions = []
-    if path.is_file():
-        with path.open(encoding="utf-8") as lines:
-            questions = [json.loads(line)["question"] for line in lines if line.strip()][:n]
-    source = f"{path.name} ({len(questions)})" if questions else "generated arithmetic"
-    return questions + [q for q, _ in arithmetic_questions(n - len(questions))], source
-
-
 def few_shot_prefix(engine, target_tokens: int) -> list[dict]:
     """System turn and the CoT template's exemplars, repeated until the rendered prefix has target_tokens."""
     from prompts.template import load_shipped
@@ -80,9 +66,8 @@ def _count(engine, messages: list[dict]) -> int:
     return len(engine.tokenizer.encode(engine.apply_chat_template(messages, add_generation_prompt=False))) if messages else 0
 
 
-def build_workload(engine, model_path: str, device: str, sizes: Sizes) -> Workload:
-    """Prompts for prefill/decode (windows of GSM8K text) and the batch (few-shot prefix + a question)."""
-    questions, source = load_questions(max(sizes.batch_size, 200))
+def build_workload(engine, model_path: str, device: str, sizes: Sizes, questions: list[str], source: str) -> Workload:
+    """Prompts for prefill/decode (windows of the questions' text) and the batch (few-shot prefix + a question)."""
     tokenizer = engine.tokenizer
     bos = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
     corpus = tokenizer.encode("\n".join(questions), add_bos=False)
@@ -124,7 +109,8 @@ def _ours_times(engine, ids: list[int], params) -> tuple[float, float, int]:
     return times[0], times[-1], len(times)
 
 
-def run_ours(model_path: str | None, device: str, sizes: Sizes, verbose: bool) -> tuple[Workload, dict]:
+def run_ours(model_path: str | None, device: str, sizes: Sizes, questions: tuple[list[str], str],
+             verbose: bool) -> tuple[Workload, dict]:
     """Load our engine, build the shared workload with its tokenizer, and measure every metric."""
     from engine import load_model
 
@@ -132,7 +118,7 @@ def run_ours(model_path: str | None, device: str, sizes: Sizes, verbose: bool) -
     engine = load_model(model_path, device=device)
     load_s = time.perf_counter() - started
     try:
-        workload = build_workload(engine, str(engine.path), device, sizes)
+        workload = build_workload(engine, str(engine.path), device, sizes, *questions)
         _say(verbose, "ours", f"loaded in {load_s:.1f}s; few-shot prefix {workload.prefix_tokens} tokens")
         return workload, {"load_s": load_s, **_measure_ours(engine, workload, verbose)}
     finally:
@@ -232,17 +218,23 @@ TARGETS = {"batch_tok_s": 3.0, "decode_tok_s": 0.5}  # ours/llama.cpp with the d
 
 
 def bench_engine(model_path: str | None = None, device: str = "cpu", sizes: Sizes = Sizes(),
-                 verbose: bool = False) -> dict:
+                 verbose: bool = False, questions_path: Path = SHIPPED_QUESTIONS) -> dict:
     """Run ours, then llama.cpp (never at once: they would share the cores), and compare."""
+    questions = load_questions(max(sizes.batch_size, 200), questions_path)  # read here: a bad file fails before loading
     load_before = {"ours": os.getloadavg()[0]}  # other work on the machine skews both sides
-    workload, ours = _in_child(run_ours, model_path, device, sizes, verbose)
+    workload, ours = _in_child(run_ours, model_path, device, sizes, questions, verbose)
     load_before["llamacpp"] = os.getloadavg()[0]
     theirs = _in_child(run_llama_cpp, workload, verbose)
+    return _report(workload, ours, theirs, device, load_before)
+
+
+def _report(workload: Workload, ours: dict, theirs: dict, device: str, load_before: dict) -> dict:
     ratios = {k: ours[k] / theirs[k] if ours[k] and theirs[k] else None for k in RATIOS}
+    shape = {**workload.sizes.__dict__, "few_shot_prefix_tokens": workload.prefix_tokens,
+             "batch_prompt_tokens_mean": statistics.mean(map(len, workload.batch_ids)),
+             "questions": workload.questions_source}
     return {"model": workload.model_path, "gguf_bytes": os.path.getsize(workload.model_path), "device": device,
-            "threads": os.cpu_count(), "load_average_before": load_before, "workload": {**sizes.__dict__, "few_shot_prefix_tokens": workload.prefix_tokens,
-                                                    "batch_prompt_tokens_mean": statistics.mean(map(len, workload.batch_ids)),
-                                                    "questions": workload.questions_source},
+            "threads": os.cpu_count(), "load_average_before": load_before, "workload": shape,
             "ours": ours, "llamacpp": theirs, "ratios": ratios,
             "targets": {k: {"min_ratio": v, "met": ratios[k] is not None and ratios[k] >= v} for k, v in TARGETS.items()}}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds app/: `-m app.cli` imports this very copy
 START_TIMEOUT_S = 300
 METRICS = ("requests_per_s", "output_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms")
 
@@ -47,7 +47,7 @@ def bench_serve(model_path: str | None, load: Load = Load(), device: str = "cpu"
     """Both servers under the same load, one after the other; results per server and ours/llama.cpp ratios."""
     from engine.loader import default_model_path
 
-    from .bench import arithmetic_questions
+    from .questions import arithmetic_questions
 
     path = Path(model_path) if model_path else default_model_path()
     if not path.is_file():
@@ -88,7 +88,7 @@ def _child_server(command: list[str], port: int):
     """Start a server process, wait until it lists its models, yield its base URL; stop it on exit."""
     url = f"http://127.0.0.1:{port}/v1"
     with tempfile.TemporaryFile() as log:
-        child = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(command, cwd=PACKAGE_ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_until_up(url, child, log)
             yield url
