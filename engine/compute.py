@@ -12,8 +12,9 @@ import logging
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable, Protocol
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class ComputeThread:
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(*args, **kwargs))
-                except BaseException as exc:  # handed to the caller, who re-raises it
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller, who re-raises it
                     future.set_exception(exc)
 
 

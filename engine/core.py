@@ -9,15 +9,17 @@ import torch
 
 from .beam_search import beam_search
 from .chat_template import ChatTemplate
+from .completion import Completion, ParamError, check_prompt
 from .compute import COMPUTE
-from .generate import Completion, ContextLengthError
 from .gguf_file import GGUFFile
-from .kv_pool import BlockPool
+from .kv_pool import BlockPool, PoolExhausted
 from .loader import build_transformer, default_model_path, describe_gguf, model_args, resident_bytes
 from .model import ModelArgs
+from .model_runner import ModelRunner, score_tokens
 from .request import RequestHandle
 from .sampling import SamplingParams
 from .scheduler import Scheduler
+from .step_loop import StepLoop
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,10 @@ class Engine:
         self.model = COMPUTE.call(build_transformer, gguf, self.args, device, dtype, llama_cpp_numerics, weights=weights)
         self.device, self.dtype, self.weights = device, dtype, weights
         self.pool = self._kv_pool(kv_cache_mb)
-        self.scheduler = Scheduler(self.model, self.tokenizer, self.pool, max_batch=max_batch)
+        self.scheduler = Scheduler(self.pool, self.tokenizer.token_bytes, self.tokenizer.eos_id, self.args.max_seq_len,
+                                   max_batch=max_batch)
+        self.loop = StepLoop(self.scheduler, ModelRunner(self.model, self.pool))
+        COMPUTE.attach(self.loop)
         self.info = self._describe(gguf)
 
     def _kv_pool(self, kv_cache_mb: float | None) -> BlockPool:
@@ -83,29 +88,33 @@ class Engine:
     def submit(self, prompt: str | list[int], params: SamplingParams | None = None) -> RequestHandle:
         """Queue one prompt (text, BOS added per the tokenizer, or token ids); stream or wait on the handle."""
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        self._check_length(ids)  # a bad token id would otherwise fail the whole batch it joins
-        return self.scheduler.submit(ids, params or SamplingParams())
+        return self._submit(ids, params or SamplingParams())
+
+    def _submit(self, ids: list[int], params: SamplingParams) -> RequestHandle:
+        # checked here: a bad token id would otherwise fail the whole batch it joins
+        check_prompt(ids, self.args.max_seq_len, self.args.vocab_size)
+        params.validate(self.args.vocab_size)
+        if params.num_beams > 1:
+            raise ParamError("num_beams > 1 is not served by the scheduler; use Engine.generate", "num_beams")
+        return self.loop.submit(ids, params)
 
     def stats(self) -> dict:
         """Scheduler queue and KV pool occupancy."""
-        return self.scheduler.stats()
+        return self.loop.stats()
 
     def close(self) -> None:
-        self.scheduler.close()
+        self.loop.close()
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         return self.chat_template.render(messages, add_generation_prompt)
 
     def logits(self, token_ids: list[int]) -> torch.Tensor:
-        """float32 logits (len(token_ids), vocab) of one full forward pass, no cache."""
-        self._check_length(token_ids)
-        return COMPUTE.call(self._logits, token_ids)
-
-    @torch.inference_mode()
-    def _logits(self, token_ids: list[int]) -> torch.Tensor:
-        tokens = torch.tensor([token_ids], device=self.device)
-        positions = torch.arange(len(token_ids), device=self.device).unsqueeze(0)
-        return self.model(tokens, positions)[0].cpu()
+        """float32 logits (len(token_ids), vocab) of the whole sequence read at once (a prompt may fill the context)."""
+        check_prompt(token_ids, self.args.max_seq_len, self.args.vocab_size, room=0)
+        try:
+            return COMPUTE.call(score_tokens, self.model, self.pool, list(token_ids)).cpu()
+        except PoolExhausted as exc:
+            raise RuntimeError(f"the KV pool is busy with running requests ({exc}); retry when they finish") from exc
 
     def generate(self, prompts: list[str] | str, params: SamplingParams | list[SamplingParams] | None = None, *,
                  max_tokens: int | None = None, stop: list[str] | None = None) -> list[Completion]:
@@ -122,29 +131,20 @@ class Engine:
         per_prompt = [replace(p, **overrides).validate(self.args.vocab_size) for p in per_prompt]
         encoded = [self.tokenizer.encode(p) for p in prompts]
         for ids in encoded:
-            self._check_length(ids)
-        handles = {i: self.scheduler.submit(ids, p) for i, (ids, p) in enumerate(zip(encoded, per_prompt))
+            check_prompt(ids, self.args.max_seq_len, self.args.vocab_size)
+        handles = {i: self._submit(ids, p) for i, (ids, p) in enumerate(zip(encoded, per_prompt))
                    if p.num_beams == 1}  # all in the scheduler at once: one continuous batch
         try:
             results = []
             for i, (ids, p) in enumerate(zip(encoded, per_prompt)):
                 if i in handles:
                     results += [replace(c, prompt_index=i) for c in handles[i].result()]
-                else:  # beam search keeps its own contiguous cache; it runs between scheduler steps
-                    results += COMPUTE.call(beam_search, self.model, self.tokenizer, ids, p, i)
+                else:  # beams share blocks of the pool; beam search runs between scheduler steps
+                    results += COMPUTE.call(beam_search, self.model, self.pool, self.tokenizer, ids, p, i)
             return results
         finally:
             for handle in handles.values():
                 handle.cancel()  # a no-op for finished ones; frees the rest if we were interrupted
-
-    def _check_length(self, token_ids: list[int]) -> None:
-        if not token_ids:
-            raise ValueError("token_ids is empty")
-        if len(token_ids) > self.args.max_seq_len:
-            raise ContextLengthError(f"{len(token_ids)} tokens exceed the model's context of {self.args.max_seq_len}")
-        bad = [t for t in token_ids if not 0 <= t < self.args.vocab_size]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.args.vocab_size - 1})")
 
     def _describe(self, gguf: GGUFFile) -> dict:
         return {**describe_gguf(gguf), "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),

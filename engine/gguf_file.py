@@ -63,7 +63,8 @@ def _check_header(path: Path) -> None:
     with path.open("rb") as f:
         head = f.read(8)
     if head[:4] != GGUF_MAGIC:
-        raise ModelFileError(f"{path} is not a GGUF file (it does not start with 'GGUF'); convert the model with llama.cpp's convert script")
+        raise ModelFileError(f"{path} is not a GGUF file (it does not start with 'GGUF'); "
+                             "convert the model with llama.cpp's convert script")
     version = int.from_bytes(head[4:8], "little") if len(head) == 8 else 0
     if version not in (2, 3):
         raise ModelFileError(f"{path}: GGUF version {version} is not supported (only v2 and v3)")
@@ -73,7 +74,8 @@ def _check_complete(path: Path, reader) -> None:
     size = path.stat().st_size
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size:
-            raise ModelFileError(f"{path} is truncated: tensor '{t.name}' ends at byte {t.data_offset + t.n_bytes} but the file has {size}")
+            raise ModelFileError(f"{path} is truncated: tensor '{t.name}' ends at byte {t.data_offset + t.n_bytes} "
+                                 f"but the file has {size}")
 
 
 def _field_value(field):

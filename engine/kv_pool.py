@@ -76,6 +76,24 @@ class BlockPool:
                 blocks.append(block)
             return blocks
 
+    def retain(self, blocks: list[int]) -> list[int]:
+        """One more reference to each block (a beam that shares its parent's blocks); returns them."""
+        with self._lock:
+            for block in blocks:
+                self._refs[block] += 1
+        return list(blocks)
+
+    def is_shared(self, block: int) -> bool:
+        """Whether someone else also holds this block (cached prefix blocks count as held by the cache)."""
+        with self._lock:
+            return self._refs[block] > 1 or block in self._key_of
+
+    def copy_block(self, src: int, dst: int) -> None:
+        """Copy every layer's K/V slots of block `src` into block `dst` (copy-on-write of a shared block)."""
+        bs = self.block_size
+        self.k[:, dst * bs:(dst + 1) * bs] = self.k[:, src * bs:(src + 1) * bs]
+        self.v[:, dst * bs:(dst + 1) * bs] = self.v[:, src * bs:(src + 1) * bs]
+
     def release(self, blocks: list[int]) -> None:
         """Drop one reference to each block; cached ones stay reusable until evicted."""
         with self._lock:

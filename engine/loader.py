@@ -147,11 +147,13 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
 
 def _check_weights(weights: str, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool) -> None:
     if weights not in WEIGHT_LAYOUTS:
-        raise ValueError(f"weights '{weights}' is not supported; choose 'dense' (dequantized) or 'packed' (low-bit, CPU bfloat16)")
+        raise ValueError(f"weights '{weights}' is not supported; "
+                         "choose 'dense' (dequantized) or 'packed' (low-bit, CPU bfloat16)")
     if weights == "dense":
         return
     if device.type != "cpu":
-        raise ValueError(f"weights='packed' runs on PyTorch's CPU int4/int8 kernels; use device 'cpu' (got '{device}') or weights='dense'")
+        raise ValueError(f"weights='packed' runs on PyTorch's CPU int4/int8 kernels; "
+                         f"use device 'cpu' (got '{device}') or weights='dense'")
     if dtype != torch.bfloat16:
         raise ValueError(f"weights='packed' computes in bfloat16 (the CPU int4/int8 kernels are 20-30x slower otherwise); "
                          f"use dtype bfloat16 (got {str(dtype).removeprefix('torch.')}) or weights='dense'")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activation_quant import fake_quantize, fp16_rounded_attention, q8_1_sum_error
+from .activation_quant import fake_quantize, q8_1_sum_error
 from .paged_attention import PagedBatch, paged_attention
 
 
@@ -37,7 +37,7 @@ class ModelArgs:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
 
     @classmethod
-    def tiny(cls, **overrides) -> "ModelArgs":
+    def tiny(cls, **overrides) -> ModelArgs:
         """A small preset for tests."""
         base = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=128, vocab_size=256, max_seq_len=128)
         return cls(**{**base, **overrides})
@@ -100,24 +100,6 @@ def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     return rotated.to(x.dtype)
 
 
-class KVCache(nn.Module):
-    """Contiguous per-row cache; positions index it directly."""
-
-    def __init__(self, batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype, device):
-        super().__init__()
-        shape = (batch, n_kv_heads, max_seq_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-
-    def update(self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """positions: (B, T); k, v: (B, n_kv_heads, T, head_dim). Returns the whole cache."""
-        rows = torch.arange(k.shape[0], device=k.device).unsqueeze(1)  # (B, 1)
-        # advanced indexing puts the (B, T) index dims first: (B, T, n_kv_heads, head_dim)
-        self.k[rows, :, positions] = k.transpose(1, 2)
-        self.v[rows, :, positions] = v.transpose(1, 2)
-        return self.k, self.v
-
-
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -127,7 +109,6 @@ class Attention(nn.Module):
         self.wv = Linear(args.dim, args.n_kv_heads * args.head_dim)
         self.wo = Linear(args.n_heads * args.head_dim, args.dim)
         self.wqkv: nn.Module | None = None  # wq, wk, wv as one matmul when the loader fused them
-        self.kv_cache: KVCache | None = None
         self.fp16_rounding = False  # llama.cpp's f16 KV cache and f16 matmul inputs; see loader
 
     def _qkv(self, x: torch.Tensor, freqs_cis: torch.Tensor):
@@ -142,21 +123,9 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
         return apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis), v
 
-    def forward(self, x, freqs_cis, mask, positions, paged: PagedBatch | None = None, layer: int = 0) -> torch.Tensor:
-        B, T, _ = x.shape
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, paged: PagedBatch, layer: int) -> torch.Tensor:
         q, k, v = self._qkv(x, freqs_cis)
-        if paged is not None:
-            return self.wo(paged_attention(q, k, v, paged, layer, self.fp16_rounding))
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, head_dim)
-        if self.fp16_rounding:
-            k, v = fake_quantize(k, "F16"), fake_quantize(v, "F16")
-        if self.kv_cache is not None:
-            k, v = self.kv_cache.update(positions, k, v)  # (B, n_kv_heads, S, head_dim)
-        if self.fp16_rounding:
-            out = fp16_rounded_attention(q, k, v, mask)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
+        return self.wo(paged_attention(q, k, v, paged, layer, self.fp16_rounding))  # (B, T, dim)
 
 
 class FeedForward(nn.Module):
@@ -182,8 +151,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, freqs_cis, mask, positions, paged: PagedBatch | None = None, layer: int = 0) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, positions, paged, layer)
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, paged: PagedBatch, layer: int) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), freqs_cis, paged, layer)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -199,49 +168,28 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight
         self.register_buffer("freqs_cis", precompute_freqs_cis(args), persistent=False)
 
-    def setup_cache(self, batch: int, max_seq_len: int | None = None) -> None:
-        """Give every layer an empty KV cache; forward then reads and appends to it."""
-        max_seq_len = max_seq_len or self.args.max_seq_len
-        dtype, device = self.tok_embeddings.weight.dtype, self.tok_embeddings.weight.device
-        for layer in self.layers:
-            layer.attention.kv_cache = KVCache(batch, max_seq_len, self.args.n_kv_heads, self.args.head_dim, dtype, device)
+    @property
+    def device(self) -> torch.device:
+        return self.norm.weight.device
 
-    def reorder_cache(self, rows: torch.Tensor) -> None:
-        """Make cache row i a copy of row rows[i] (beam search follows surviving beams)."""
-        for layer in self.layers:
-            cache = layer.attention.kv_cache
-            cache.k, cache.v = cache.k.index_select(0, rows), cache.v.index_select(0, rows)
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (norm weights are always dense and kept in it)."""
+        return self.norm.weight.dtype
 
-    def clear_cache(self) -> None:
-        for layer in self.layers:
-            layer.attention.kv_cache = None
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, paged: PagedBatch,
+                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """One step over the paged KV pool (the only forward path: prefill, decode, scoring, beams).
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """tokens, positions: (B, T). Returns float32 logits (B, T, vocab_size)."""
+        tokens, positions: (B, T), right-padded. The new tokens' K/V are written to the pool at
+        `paged.write_slots` and every query attends to its row's slots. logits_at: (B,) the index
+        in T whose logits each row needs -> (B, vocab_size); None -> every position, (B, T, vocab_size).
+        Logits are float32.
+        """
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         freqs_cis = self.freqs_cis[positions]  # (B, T, head_dim // 2, 2)
-        mask = self._mask(positions)
-        for layer in self.layers:
-            h = layer(h, freqs_cis, mask, positions)
-        return self.output(self.norm(h)).float()
-
-    def forward_paged(self, tokens: torch.Tensor, positions: torch.Tensor, paged: PagedBatch,
-                      logits_at: torch.Tensor) -> torch.Tensor:
-        """A step over the paged KV pool. tokens, positions: (B, T) right-padded; logits_at: (B,) the
-        index in T whose logits each row needs. Returns float32 logits (B, vocab_size)."""
-        h = self.tok_embeddings(tokens)
-        freqs_cis = self.freqs_cis[positions]
         for i, layer in enumerate(self.layers):
-            h = layer(h, freqs_cis, None, positions, paged, i)
-        last = h[torch.arange(h.shape[0], device=h.device), logits_at]  # only the rows' last tokens reach the head
-        return self.output(self.norm(last)).float()
-
-    def _mask(self, positions: torch.Tensor) -> torch.Tensor:
-        # With a cache the keys are every slot 0..S-1 of the row; a query at position p may see
-        # slots <= p. Slots past a row's length hold stale values but are always masked out.
-        cache = self.layers[0].attention.kv_cache
-        if cache is None:
-            key_positions = positions  # (B, S=T): attend within the given tokens only
-        else:
-            key_positions = torch.arange(cache.k.shape[2], device=positions.device).expand(positions.shape[0], -1)
-        return (key_positions.unsqueeze(1) <= positions.unsqueeze(2)).unsqueeze(1)  # (B, 1, T, S)
+            h = layer(h, freqs_cis, paged, i)
+        if logits_at is not None:  # only the rows' last tokens reach the head
+            h = h[torch.arange(h.shape[0], device=h.device), logits_at]
+        return self.output(self.norm(h)).float()

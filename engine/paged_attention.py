@@ -30,7 +30,7 @@ class PagedBatch:
 
     @classmethod
     def build(cls, k_pool, v_pool, block_tables: list[list[int]], starts: list[int], lengths: list[int],
-              shared_blocks: int, block_size: int, dtype: torch.dtype, groups: int) -> "PagedBatch":
+              shared_blocks: int, block_size: int, dtype: torch.dtype, groups: int) -> PagedBatch:
         """starts[b]: tokens already cached in row b; lengths[b]: its new tokens; shared_blocks: common leading blocks."""
         device = k_pool.device
         width = max(lengths)

@@ -134,10 +134,6 @@ class Int8Embedding(nn.Module):
         self.register_buffer("codes", table.packed_weight)  # the same storage as the head's
         self.register_buffer("scales", table.scales)
 
-    @property
-    def weight(self) -> torch.Tensor:  # device and dtype, as nn.Embedding's callers expect
-        return self.scales
-
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.codes[ids, :self.dim].to(torch.bfloat16) * self.scales[ids].unsqueeze(-1)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .generate import Completion
+from .completion import Completion
 from .sampling import SamplingParams
 
 
@@ -31,10 +32,11 @@ _DONE = object()
 class RequestHandle:
     """A submitted request: iterate it for TokenEvents, or wait for its Completions."""
 
-    def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, scheduler):
+    def __init__(self, request_id: str, prompt: list[int], params: SamplingParams,
+                 on_cancel: Callable[[RequestHandle], None]):
         self.id, self.prompt, self.params = request_id, prompt, params
         self.prompt_tokens = len(prompt)
-        self._scheduler = scheduler
+        self._on_cancel = on_cancel
         self._events: queue.Queue = queue.Queue()
         self._completions: list[Completion | None] = [None] * params.n
         self._done = threading.Event()
@@ -54,7 +56,7 @@ class RequestHandle:
         """Stop generating; the KV blocks return to the pool within one scheduler step."""
         if not self.cancelled and not self._done.is_set():
             self.cancelled = True
-            self._scheduler._post("cancel", self)
+            self._on_cancel(self)
 
     @property
     def done(self) -> bool:

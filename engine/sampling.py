@@ -14,27 +14,32 @@ each row draws from its own seeded generator, so a seed reproduces a sample.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
+
+from .completion import ParamError
 
 NEG_INF = float("-inf")
 
 
+KNOB = {"knob": True}  # field metadata: a per-request setting frontends expose (flags, UI, chat-model fields)
+
+
 @dataclass
 class SamplingParams:
-    temperature: float = 0.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repetition_penalty: float = 1.0
+    temperature: float = field(default=0.0, metadata=KNOB)
+    top_k: int = field(default=0, metadata=KNOB)  # 0: off
+    top_p: float = field(default=1.0, metadata=KNOB)
+    min_p: float = field(default=0.0, metadata=KNOB)
+    typical_p: float = field(default=1.0, metadata=KNOB)
+    repetition_penalty: float = field(default=1.0, metadata=KNOB)
     repeat_last_n: int = 64
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
+    frequency_penalty: float = field(default=0.0, metadata=KNOB)
+    presence_penalty: float = field(default=0.0, metadata=KNOB)
     logit_bias: dict[int, float] = field(default_factory=dict)
-    seed: int | None = None
-    max_tokens: int = 128
+    seed: int | None = field(default=None, metadata=KNOB)
+    max_tokens: int = field(default=128, metadata=KNOB)
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     n: int = 1
@@ -42,8 +47,8 @@ class SamplingParams:
     num_beams: int = 1
     length_penalty: float = 1.0
 
-    def validate(self, vocab_size: int | None = None) -> "SamplingParams":
-        """Raise ValueError naming the first invalid field; return self."""
+    def validate(self, vocab_size: int | None = None) -> SamplingParams:
+        """Raise ParamError naming the first invalid field; return self."""
         checks = [
             ("temperature", self.temperature >= 0, "must be >= 0 (0 = greedy)"),
             ("top_k", self.top_k >= 0, "must be >= 0 (0 = off)"),
@@ -63,15 +68,20 @@ class SamplingParams:
         ]
         for name, ok, rule in checks:
             if not ok:
-                raise ValueError(f"{name} {rule}, got {getattr(self, name)!r}")
+                raise ParamError(f"{name} {rule}, got {getattr(self, name)!r}", name)
         if self.num_beams > 1 and (self.temperature > 0 or self.n > self.num_beams):
-            raise ValueError("num_beams > 1 is deterministic: use temperature 0 and n <= num_beams")
+            raise ParamError("num_beams > 1 is deterministic: use temperature 0 and n <= num_beams", "num_beams")
         if vocab_size is not None:
             for name, ids in (("logit_bias", self.logit_bias), ("stop_token_ids", self.stop_token_ids)):
                 bad = [t for t in ids if not 0 <= int(t) < vocab_size]
                 if bad:
-                    raise ValueError(f"{name} has token id {bad[0]}, outside the vocabulary (0..{vocab_size - 1})")
+                    raise ParamError(f"{name} has token id {bad[0]}, outside the vocabulary (0..{vocab_size - 1})", name)
         return self
+
+
+def sampling_knobs() -> tuple[str, ...]:
+    """The SamplingParams fields a person sets per request (temperature … max_tokens), in declaration order."""
+    return tuple(f.name for f in fields(SamplingParams) if f.metadata.get("knob"))
 
 
 @dataclass
@@ -83,7 +93,7 @@ class SamplerState:
     generator: torch.Generator | None = None
 
     @classmethod
-    def start(cls, params: SamplingParams, prompt: list[int], seed: int | None) -> "SamplerState":
+    def start(cls, params: SamplingParams, prompt: list[int], seed: int | None) -> SamplerState:
         generator = torch.Generator()
         generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
         return cls(params, list(prompt), {}, generator)
@@ -103,7 +113,7 @@ class RowParams:
     typical_p: torch.Tensor
 
     @classmethod
-    def of(cls, params: list[SamplingParams], device) -> "RowParams":
+    def of(cls, params: list[SamplingParams], device) -> RowParams:
         col = lambda name, dtype: torch.tensor([getattr(p, name) for p in params], dtype=dtype, device=device)  # noqa: E731
         return cls(col("temperature", torch.float32), col("top_k", torch.int64), col("top_p", torch.float32),
                    col("min_p", torch.float32), col("typical_p", torch.float32))

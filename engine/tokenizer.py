@@ -110,10 +110,11 @@ class Tokenizer:
         return pieces
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> "Tokenizer":
+    def from_gguf(cls, gguf: GGUFFile) -> Tokenizer:
         kind = gguf.get("tokenizer.ggml.model")
         if kind not in ("llama", "gpt2"):
-            raise ModelFileError(f"{gguf.path}: tokenizer kind '{kind}' is not supported (only 'llama' SentencePiece and 'gpt2' BPE)")
+            raise ModelFileError(f"{gguf.path}: tokenizer kind '{kind}' is not supported "
+                                 "(only 'llama' SentencePiece and 'gpt2' BPE)")
         tokens = gguf.require("tokenizer.ggml.tokens")
         token_types = gguf.get("tokenizer.ggml.token_type") or [1] * len(tokens)
         backend = _build_backend(gguf, kind, tokens, token_types)

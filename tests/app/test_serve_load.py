@@ -13,7 +13,8 @@ import pytest
 
 from app.backends import BackendChoice, chat_model
 from engine import load_model
-from engine.server import create_app, serve_in_thread
+from engine.serving.server import create_app
+from tests.live_server import serve_in_thread
 
 CLIENTS = 16
 SECONDS = 30
@@ -120,7 +121,7 @@ async def _load(base_url: str) -> tuple[list, list]:
 @pytest.mark.slow
 def test_sixteen_streaming_clients_for_thirty_seconds(engine):
     start = engine.stats()["kv_blocks_in_use"]
-    engine.scheduler.max_waiting = 8  # small enough that a burst can meet a full queue
+    engine.loop.max_waiting = 8  # small enough that a burst can meet a full queue
     with serve_in_thread(create_app(engine, model_name="default")) as base_url:
         sent, outcomes = asyncio.run(_load(base_url))
     done = [rid for kind, rid in outcomes if kind == "done"]

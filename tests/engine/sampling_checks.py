@@ -48,7 +48,8 @@ def chi_square_p_value(counts: torch.Tensor, expected_probs: list[float]) -> flo
     """Pearson's chi-square goodness of fit; tokens with zero expected probability must never appear."""
     expected = torch.tensor(expected_probs, dtype=torch.float64) * counts.sum()
     support = expected > 0
-    assert counts[~support].sum() == 0, f"sampled tokens outside the distribution: {torch.nonzero(counts * ~support).flatten().tolist()}"
+    outside = torch.nonzero(counts * ~support).flatten().tolist()
+    assert counts[~support].sum() == 0, f"sampled tokens outside the distribution: {outside}"
     stat = ((counts[support] - expected[support]) ** 2 / expected[support]).sum()
     dof = int(support.sum()) - 1
     if dof == 0:

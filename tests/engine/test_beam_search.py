@@ -7,6 +7,7 @@ import torch
 
 from engine import SamplingParams, load_model
 from engine.beam_search import beam_search
+from engine.kv_pool import BlockPool
 
 BOS, A, B, C, D, EOS = 0, 1, 2, 3, 4, 5
 VOCAB = 6
@@ -19,27 +20,20 @@ TRANSITIONS = {BOS: {A: 0.6, B: 0.4}, A: {C: 0.3, D: 0.3, EOS: 0.4 - 1e-3, B: 1e
 class MarkovModel(torch.nn.Module):
     """A stand-in for Transformer whose next-token distribution depends on the last token only."""
 
+    device, dtype = torch.device("cpu"), torch.float32
+
     def __init__(self):
         super().__init__()
-        self.args = SimpleNamespace(max_seq_len=32)
-        self.tok_embeddings = torch.nn.Embedding(VOCAB, 1)
+        self.args = SimpleNamespace(max_seq_len=32, n_layers=1, n_heads=1, n_kv_heads=1, head_dim=1)
         table = torch.full((VOCAB, VOCAB), -1e9)
         for prev, nxt in TRANSITIONS.items():
             for token, p in nxt.items():
                 table[prev, token] = math.log(p)
         self.table = table
 
-    def forward(self, tokens, positions):
-        return self.table[tokens]  # (B, T, V)
-
-    def setup_cache(self, batch, max_seq_len):
-        pass
-
-    def reorder_cache(self, rows):
-        pass
-
-    def clear_cache(self):
-        pass
+    def forward(self, tokens, positions, paged, logits_at=None):
+        logits = self.table[tokens]  # (B, T, V)
+        return logits if logits_at is None else logits[torch.arange(len(tokens)), logits_at]
 
 
 class ToyTokenizer:
@@ -51,7 +45,8 @@ class ToyTokenizer:
 
 def run(num_beams, n=1, length_penalty=0.0):
     params = SamplingParams(num_beams=num_beams, n=n, max_tokens=5, length_penalty=length_penalty)
-    return beam_search(MarkovModel(), ToyTokenizer(), [BOS], params)
+    pool = BlockPool(1, 16, 4, 1, 1, torch.float32, torch.device("cpu"))
+    return beam_search(MarkovModel(), pool, ToyTokenizer(), [BOS], params)
 
 
 def test_beam_search_beats_greedy_in_total_log_probability():
@@ -86,3 +81,12 @@ def test_beam_search_is_deterministic_and_at_least_as_likely_as_greedy(tiny):
     greedy = tiny.generate(["Paris is"], max_tokens=10)[0]
     if len(first[0].token_ids) == len(greedy.token_ids):
         assert first[0].cumulative_logprob >= greedy.cumulative_logprob - 1e-4
+
+
+def test_beams_share_the_prompt_blocks_and_give_every_block_back(tiny):
+    """Beams fork by sharing blocks (copy-on-write of the partly filled one); none leaks."""
+    prompt = "The quick brown fox jumps over the lazy dog " * 3
+    before = tiny.stats()["kv_blocks_in_use"]
+    out = tiny.generate([prompt], SamplingParams(num_beams=6, n=6, max_tokens=8, length_penalty=0.0))
+    assert len(out) == 6 and len({tuple(c.token_ids) for c in out}) == 6
+    assert tiny.stats()["kv_blocks_in_use"] == before == 0

@@ -7,7 +7,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 
 from engine import load_model
-from engine.langchain import EngineChatModel
+from engine.serving.langchain import EngineChatModel
 
 from .tiny_gguf import TinyShape, write_tiny_llama
 

@@ -29,7 +29,8 @@ def test_gguf_v2_loads_and_v1_is_refused(tmp_path, tiny_gguf_factory):
 def test_model_args_from_metadata(tiny_gguf_factory):
     args = model_args(GGUFFile(tiny_gguf_factory("F32")))
     shape = TinyShape()
-    assert (args.dim, args.n_layers, args.n_heads, args.n_kv_heads) == (shape.dim, shape.n_layers, shape.n_heads, shape.n_kv_heads)
+    assert (args.dim, args.n_layers, args.n_heads, args.n_kv_heads) == (
+        shape.dim, shape.n_layers, shape.n_heads, shape.n_kv_heads)
     assert (args.hidden_dim, args.max_seq_len, args.head_dim) == (shape.hidden_dim, shape.context, shape.dim // shape.n_heads)
     assert args.norm_eps == pytest.approx(1e-5) and args.rope_theta == 10000.0
     assert not args.tied_output and args.rope_scaling_factor == 1.0

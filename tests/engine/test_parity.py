@@ -8,7 +8,6 @@ changes (see README, "Parity with llama.cpp"). Bounds are the measured maxima wi
 """
 import numpy as np
 import pytest
-import torch
 
 from engine import load_model
 
@@ -84,7 +83,8 @@ GREEDY_PROMPTS = [
 
 @pytest.mark.slow
 def test_default_model_logits_match_llama_cpp(default_gguf):
-    agreement, rel_error = compare(load_model(default_gguf, device="cpu", dtype="float32"), llama_cpp_model(default_gguf), PROMPTS + GREEDY_PROMPTS)
+    ours = load_model(default_gguf, device="cpu", dtype="float32")
+    agreement, rel_error = compare(ours, llama_cpp_model(default_gguf), PROMPTS + GREEDY_PROMPTS)
     print(f"default model: argmax agreement {agreement:.4f}, max relative error {rel_error:.2e}")
     # Measured 0.972 (the issue asks 0.99; llama.cpp batch 1 vs 512 agrees 0.96-1.0 with itself)
     assert agreement >= 0.95

@@ -8,6 +8,7 @@ from engine.gguf_file import GGUFFile
 from engine.loader import build_transformer, model_args, resident_bytes
 from engine.quant_linear import PackedLinear, fused_packed_linear, int4_linear, int8_linear, packed_linear
 
+from .forward import full_forward, incremental_forward
 from .tiny_gguf import _encode_weight, write_tiny_llama
 
 # Output error relative to the output's norm. Every path rounds x and the output to bf16, which
@@ -56,7 +57,8 @@ def test_int4_formula_and_group_layout():
     codes = torch.randint(0, 16, (32, 128), generator=g)
     scales, zeros = torch.rand(32, 4, generator=g) + 0.5, torch.randn(32, 4, generator=g)
     layer = int4_linear(codes, scales, zeros)
-    expected = (codes - 8) * scales.bfloat16().float().repeat_interleave(32, 1) + zeros.bfloat16().float().repeat_interleave(32, 1)
+    expected = ((codes - 8) * scales.bfloat16().float().repeat_interleave(32, 1)
+                + zeros.bfloat16().float().repeat_interleave(32, 1))
     effective = layer(torch.eye(128, dtype=torch.bfloat16)).float().T  # (out, in): each weight, bf16-rounded
     torch.testing.assert_close(effective, expected, rtol=2**-8, atol=0)
 
@@ -87,10 +89,9 @@ def test_packed_model_agrees_with_dense_bf16_and_is_smaller(q4_1_model_file):
     # per layer q|k|v and gate|up are fused: wqkv, wo, w13, w2; plus the head
     assert len(linears) == 4 * packed.args.n_layers + 1 and all(m.format == "int4" for m in linears)
     assert all(layer.attention.wqkv is not None and layer.feed_forward.w13 is not None for layer in packed.layers)
-    assert packed.tok_embeddings.weight.dtype == torch.bfloat16
+    assert packed.tok_embeddings(torch.tensor([0])).dtype == torch.bfloat16
     tokens = torch.randint(0, packed.args.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
-    positions = torch.arange(24).expand(2, -1)
-    ours, theirs = packed(tokens, positions), dense(tokens, positions)
+    ours, theirs = full_forward(packed, tokens), full_forward(dense, tokens)
     assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() >= 0.9
     assert relative_error(ours, theirs) < 0.05
     assert resident_bytes(packed) < 0.25 * resident_bytes(build(q4_1_model_file, torch.float32))
@@ -100,11 +101,9 @@ def test_packed_model_agrees_with_dense_bf16_and_is_smaller(q4_1_model_file):
 def test_packed_cached_decode_equals_full_forward(q4_1_model_file):
     model = build(q4_1_model_file, weights="packed")
     tokens = torch.randint(0, model.args.vocab_size, (1, 12), generator=torch.Generator().manual_seed(0))
-    full = model(tokens, torch.arange(12).unsqueeze(0))
-    model.setup_cache(1, 16)
-    steps = [model(tokens[:, i:i + 1], torch.tensor([[i]])) for i in range(12)]
-    model.clear_cache()
-    assert relative_error(torch.cat(steps, dim=1), full) < 0.02
+    full = full_forward(model, tokens)
+    steps = incremental_forward(model, tokens, prefix=1)
+    assert relative_error(steps, full) < 0.02
 
 
 @torch.inference_mode()
@@ -114,7 +113,7 @@ def test_tied_output_and_embeddings_share_one_int8_table(tmp_path, spm_vocab):
     assert model.output.packed_weight is model.tok_embeddings.codes
     assert all(m.format == "int8" for m in model.modules() if isinstance(m, PackedLinear))
     tokens = torch.randint(0, model.args.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
-    ours, theirs = model(tokens, torch.arange(8).unsqueeze(0)), build(gguf)(tokens, torch.arange(8).unsqueeze(0))
+    ours, theirs = full_forward(model, tokens), full_forward(build(gguf), tokens)
     assert relative_error(ours, theirs) < 0.05
 
 

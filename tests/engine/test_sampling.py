@@ -3,8 +3,17 @@ import pytest
 import torch
 
 from engine import SamplingParams, load_model
-from engine.sampling import (RowParams, SamplerState, apply_bias_and_penalties, min_p_filter, sample,
-                             sampling_distribution, top_k_filter, top_p_filter, typical_filter)
+from engine.sampling import (
+    RowParams,
+    SamplerState,
+    apply_bias_and_penalties,
+    min_p_filter,
+    sample,
+    sampling_distribution,
+    top_k_filter,
+    top_p_filter,
+    typical_filter,
+)
 
 from .sampling_checks import LOGITS, PARAM_CASES, SIGNIFICANCE, chi_square_p_value, exact_distribution
 
@@ -26,9 +35,9 @@ def test_top_k_keeps_exactly_the_k_largest(k):
 
 def test_filters_match_their_definitions():
     logits = torch.tensor([LOGITS])
-    for name, kwargs, fn, field in [("top_p", dict(top_p=0.6), top_p_filter, "top_p"),
-                                    ("min_p", dict(min_p=0.3), min_p_filter, "min_p"),
-                                    ("typical", dict(typical_p=0.5), typical_filter, "typical_p")]:
+    for name, kwargs, fn in [("top_p", dict(top_p=0.6), top_p_filter),
+                             ("min_p", dict(min_p=0.3), min_p_filter),
+                             ("typical", dict(typical_p=0.5), typical_filter)]:
         expected = {t for t, p in enumerate(exact_distribution(LOGITS, **kwargs)) if p > 0}
         got = survivors(fn(logits, torch.tensor([list(kwargs.values())[0]]))[0])
         assert got == expected, name

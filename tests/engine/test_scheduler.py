@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine import SamplingParams, load_model
-from engine.generate import ContextLengthError
+from engine.completion import ContextLengthError
 from engine.kv_pool import BlockPool
 from engine.request import QueueFullError
 
@@ -148,13 +148,13 @@ def test_invalid_params_and_full_queue_are_clear_errors(engine):
         engine.submit("hi", SamplingParams(temperature=-1))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         engine.submit([1, engine.args.vocab_size + 5], greedy())
-    saved = engine.scheduler.max_waiting
-    engine.scheduler.max_waiting = 0
+    saved = engine.loop.max_waiting
+    engine.loop.max_waiting = 0
     try:
         with pytest.raises(QueueFullError):
             engine.submit("hi", greedy())
     finally:
-        engine.scheduler.max_waiting = saved
+        engine.loop.max_waiting = saved
 
 
 def test_thread_safe_submission_from_many_callers(engine):

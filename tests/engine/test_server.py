@@ -7,7 +7,8 @@ import openai
 import pytest
 
 from engine import SamplingParams, load_model
-from engine.server import create_app, exposure_warning, serve_in_thread
+from engine.serving.server import create_app, exposure_warning
+from tests.live_server import serve_in_thread
 
 from .tiny_gguf import TinyShape, write_tiny_llama
 
@@ -205,11 +206,11 @@ def test_wrong_key_unknown_route_and_full_queue(base_url, engine):
     assert httpx.get(f"{base_url}/v1/models").json()["error"]["type"] == "authentication_error"
     missing = httpx.get(f"{base_url}/v1/nothing", headers={"Authorization": f"Bearer {KEY}"})
     assert missing.status_code == 404 and "error" in missing.json()
-    limit, engine.scheduler.max_waiting = engine.scheduler.max_waiting, 0
+    limit, engine.loop.max_waiting = engine.loop.max_waiting, 0
     try:
         busy = _post(base_url, "/v1/completions", {"model": "tiny", "prompt": "a"})
     finally:
-        engine.scheduler.max_waiting = limit
+        engine.loop.max_waiting = limit
     assert busy.status_code == 429 and int(busy.headers["Retry-After"]) >= 1 and busy.json()["error"]["code"]
     assert _post(base_url, "/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 1}).status_code == 200
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import fields
+from typing import Any, get_type_hints
 
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -18,21 +19,21 @@ from langchain_core.language_models.chat_models import generate_from_stream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables.config import get_config_list, get_executor_for_config
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, create_model
 
-from .core import Engine
-from .generate import Completion
-from .sampling import SamplingParams
+from ..completion import Completion
+from ..core import Engine
+from ..sampling import SamplingParams, sampling_knobs
 
 log = logging.getLogger(__name__)
 
 ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
-                   "frequency_penalty", "presence_penalty", "seed", "max_tokens")
+SAMPLING_FIELDS = sampling_knobs()  # each is also a field of the chat model below
 
 
-class EngineChatModel(BaseChatModel):
-    """A chat model over a loaded `Engine`; sampling settings are fields, overridable per call.
+class _EngineChatModel(BaseChatModel):
+    """A chat model over a loaded `Engine`; the sampling knobs of SamplingParams are its fields
+    (added below), overridable per call.
 
     `streaming=True` (LangChain's convention) streams every call; without it a call streams
     only when one of its callbacks implements `on_llm_new_token`.
@@ -41,16 +42,6 @@ class EngineChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     engine: Engine = Field(exclude=True)
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repetition_penalty: float = 1.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    seed: int | None = None
-    max_tokens: int = 512
     streaming: bool = False
 
     @property
@@ -124,6 +115,14 @@ class EngineChatModel(BaseChatModel):
 
         with get_executor_for_config(configs[0]) as pool:
             return list(pool.map(call, range(len(inputs))))
+
+
+CHAT_DEFAULTS = {"max_tokens": 512}  # a chat turn is longer than SamplingParams' raw-completion default
+_HINTS = get_type_hints(SamplingParams)
+EngineChatModel = create_model(
+    "EngineChatModel", __base__=_EngineChatModel, __module__=__name__, __doc__=_EngineChatModel.__doc__,
+    **{f.name: (_HINTS[f.name], CHAT_DEFAULTS.get(f.name, f.default)) for f in fields(SamplingParams)
+       if f.name in SAMPLING_FIELDS})
 
 
 def _wants_tokens(run_manager: CallbackManagerForLLMRun | None) -> bool:

@@ -2,7 +2,7 @@
 
 Follows OpenAI's Completions and Chat Completions references (legacy `logprobs` for completions, the
 `content` list for chat), plus the sampling extras llama.cpp and vLLM accept: top_k, min_p, typical_p,
-repetition_penalty. A trailing assistant message is a prefix the model continues, as in engine.langchain.
+repetition_penalty. A trailing assistant message is a prefix the model continues, as in serving/langchain.py.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .sampling import SamplingParams
-from .tokenizer import Tokenizer
+from ..sampling import SamplingParams
+from ..tokenizer import Tokenizer
 
 
 class APIError(Exception):
@@ -104,12 +104,8 @@ def completion_prompts(request: CompletionRequest, tokenizer: Tokenizer, vocab_s
         prompts = [list(prompt)]
     else:
         prompts = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompt]
-    if not prompts or not all(prompts):
+    if not prompts:
         raise APIError(400, "prompt is empty", param="prompt")
-    bad = [t for ids in prompts for t in ids if not 0 <= t < vocab_size]
-    if bad:
-        raise APIError(400, f"prompt has token id {bad[0]}, outside the vocabulary (0..{vocab_size - 1})",
-                       param="prompt")
     return prompts
 
 
@@ -136,12 +132,8 @@ def _text(content: str | list[TextPart] | None) -> str:
 
 
 def sampling_params(request: _Request, chat: bool, prompt_tokens: int, context: int, vocab_size: int) -> SamplingParams:
-    """SamplingParams for one prompt of the request; raises APIError or ValueError naming the bad field."""
-    where = "messages" if chat else "prompt"
+    """SamplingParams for one (already checked) prompt of the request; raises APIError or ParamError naming the field."""
     room = context - prompt_tokens
-    if room < 1:
-        raise APIError(400, f"the {where} has {prompt_tokens} tokens; the model's context is {context}. "
-                            f"Shorten it.", param=where, code="context_length_exceeded")
     max_tokens = (request.max_completion_tokens or request.max_tokens) if chat else request.max_tokens
     max_tokens = room if max_tokens is None else max_tokens
     if max_tokens > room:

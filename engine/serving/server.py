@@ -11,12 +11,10 @@ import ipaddress
 import json
 import logging
 import secrets
-import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
@@ -25,11 +23,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from .core import Engine
-from .generate import ContextLengthError
-from .openai_schema import APIError, ChatRequest, CompletionRequest, Choices, chat_prompt, completion_prompts, \
-    sampling_params
-from .request import QueueFullError
+from ..completion import ContextLengthError, ParamError, check_prompt
+from ..core import Engine
+from ..request import QueueFullError
+from .openai_schema import (
+    APIError,
+    ChatRequest,
+    Choices,
+    CompletionRequest,
+    chat_prompt,
+    completion_prompts,
+    sampling_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +66,12 @@ class _Service:
 
     def submit(self, prompts: list[list[int]], request, chat: bool) -> list:
         """One handle per prompt; all or none (a later refusal cancels the earlier handles)."""
-        context = self.engine.args.max_seq_len
+        context, vocab = self.engine.args.max_seq_len, self.engine.args.vocab_size
         handles = []
         try:
             for ids in prompts:
-                params = sampling_params(request, chat, len(ids), context, self.engine.args.vocab_size)
-                handles.append(self.engine.submit(ids, params))
+                check_prompt(ids, context, vocab)
+                handles.append(self.engine.submit(ids, sampling_params(request, chat, len(ids), context, vocab)))
         except Exception as exc:
             for handle in handles:
                 handle.cancel()
@@ -95,12 +100,10 @@ def _api_error(exc: Exception, chat: bool) -> Exception:
     if isinstance(exc, QueueFullError):
         return APIError(429, f"the server is busy (queue full); retry in {RETRY_AFTER_S} s", "rate_limit_error",
                         code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
-    if isinstance(exc, ContextLengthError):
-        return APIError(400, str(exc), param="messages" if chat else "prompt", code="context_length_exceeded")
-    if isinstance(exc, ValueError):  # SamplingParams.validate names the field first
-        field = str(exc).split(" ", 1)[0]
-        renamed = {"logprobs": "top_logprobs"} if chat else {}
-        return APIError(400, str(exc), param=renamed.get(field, field) if field.isidentifier() else None)
+    if isinstance(exc, ParamError):
+        renamed = {"logprobs": "top_logprobs", "prompt": "messages"} if chat else {}
+        code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
+        return APIError(400, str(exc), param=renamed.get(exc.param, exc.param), code=code)
     return exc
 
 
@@ -162,7 +165,7 @@ async def _sse(service: _Service, handles: list, n: int, head: dict, chat: bool,
         async for index, event in _events(handles, n):
             for choice in choices.add(index, event):
                 yield _data({**head, "choices": [choice], **extra})
-    except Exception as exc:  # headers are sent: report the failure in the stream, as OpenAI does
+    except Exception as exc:  # noqa: BLE001 - headers are sent: report the failure in the stream, as OpenAI does
         yield _data({"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
                                "code": None}})
     else:
@@ -242,8 +245,8 @@ def create_app(engine: Engine, api_key: str | None = None, model_name: str | Non
     @app.get("/health")
     async def health():
         stats = engine.stats()
-        return {"status": "ok", "model": service.model_name, "model_loaded": True, "queue_depth": stats["waiting"],
-                "kv_blocks_in_use": stats["kv_blocks_in_use"], **stats}
+        return {"status": "ok", "model": service.model_name, "model_loaded": True, "queue_depth": stats.pop("waiting"),
+                **stats}
 
     @app.get("/v1/models", dependencies=auth)
     async def models():
@@ -311,27 +314,3 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, api_key: st
     if warning and warn:
         log.warning(warning)
     uvicorn.run(create_app(engine, api_key, model_name), host=host, port=port, log_level="warning")
-
-
-@contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 30) -> Iterator[str]:
-    """Run `app` with uvicorn in a background thread (port 0: a free one); yield its base URL, stop on exit."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout_s)
-        sock.close()
