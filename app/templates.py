@@ -9,7 +9,7 @@ from .store import Store
 
 
 def sync_shipped(store: Store) -> None:
-    """Record every shipped template as version 1 (once)."""
+    """Record every shipped template as version 1: a read, and a write only while one is missing."""
     store.ensure_shipped_templates({name: shipped_template_body(name) for name in shipped_template_names()})
 
 

@@ -1,0 +1,154 @@
+"""The schema as named migrations, applied in order, each once, and recorded in `_migrations`.
+
+A schema change is a new function at the end of MIGRATIONS (never an edit of an applied one); the
+SQLModel classes in models.py then follow it, and the schema test holds the two equal.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import sqlalchemy as sa
+
+from .database import Database, retry_when_locked
+from .models import now
+
+log = logging.getLogger(__name__)
+
+
+def _execute(conn: sa.Connection, statements: Iterable[str]) -> None:
+    for statement in statements:
+        conn.exec_driver_sql(statement)
+
+
+def m001_initial(conn: sa.Connection) -> None:
+    """The run, step, prompt_template and batch tables."""
+    _execute(conn, (
+        """CREATE TABLE run (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            created_at DATETIME NOT NULL,
+            strategy TEXT NOT NULL,
+            question TEXT NOT NULL,
+            expected TEXT,
+            answer TEXT,
+            correct BOOLEAN,
+            status TEXT NOT NULL DEFAULT 'running'
+                CHECK (status IN ('running', 'ok', 'no_answer', 'error')),
+            error TEXT,
+            model_id TEXT NOT NULL DEFAULT '',
+            model_hash TEXT,
+            backend TEXT NOT NULL DEFAULT '',
+            template_name TEXT NOT NULL DEFAULT '',
+            template_version INTEGER NOT NULL DEFAULT 0,
+            sampling_json TEXT NOT NULL DEFAULT '{}',
+            counters_json TEXT NOT NULL DEFAULT '{}',
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            duration_ms REAL NOT NULL DEFAULT 0,
+            batch_id TEXT REFERENCES batch(id) ON DELETE SET NULL,
+            question_id TEXT
+        )""",
+        "CREATE INDEX ix_run_created_at ON run (created_at)",
+        "CREATE INDEX ix_run_batch ON run (batch_id, strategy, question_id)",
+        "CREATE INDEX ix_run_template ON run (template_name, template_version)",
+        "CREATE INDEX ix_run_strategy_status ON run (strategy, status)",
+        """CREATE TABLE step (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES run(id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            input TEXT NOT NULL DEFAULT '',
+            output TEXT NOT NULL DEFAULT '',
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            duration_ms REAL NOT NULL DEFAULT 0,
+            error TEXT,
+            meta_json TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE UNIQUE INDEX ix_step_run_id ON step (run_id, idx)",
+        """CREATE TABLE prompt_template (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            created_at DATETIME NOT NULL,
+            note TEXT NOT NULL DEFAULT '',
+            UNIQUE (name, version)
+        )""",
+        """CREATE TABLE batch (
+            id TEXT PRIMARY KEY,
+            created_at DATETIME NOT NULL,
+            input_name TEXT NOT NULL,
+            input_hash TEXT NOT NULL,
+            strategies_json TEXT NOT NULL DEFAULT '[]',
+            settings_json TEXT NOT NULL DEFAULT '{}',
+            total INTEGER NOT NULL DEFAULT 0,
+            done INTEGER NOT NULL DEFAULT 0,
+            correct INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'finished', 'interrupted')),
+            started_at DATETIME,
+            finished_at DATETIME
+        )""",
+    ))
+
+
+def m002_run_fts(conn: sa.Connection) -> None:
+    """External-content FTS5 over run.question/answer keyed by run.seq.
+
+    The triggers keep it exact, and the 'delete' rows must carry the old values, which the triggers have.
+    """
+    _execute(conn, (
+        "CREATE VIRTUAL TABLE run_fts USING fts5(question, answer, content='run', content_rowid='seq')",
+        """CREATE TRIGGER run_fts_insert AFTER INSERT ON run BEGIN
+            INSERT INTO run_fts (rowid, question, answer) VALUES (new.seq, new.question, new.answer);
+        END""",
+        """CREATE TRIGGER run_fts_delete AFTER DELETE ON run BEGIN
+            INSERT INTO run_fts (run_fts, rowid, question, answer) VALUES ('delete', old.seq, old.question, old.answer);
+        END""",
+        """CREATE TRIGGER run_fts_update AFTER UPDATE OF question, answer ON run BEGIN
+            INSERT INTO run_fts (run_fts, rowid, question, answer) VALUES ('delete', old.seq, old.question, old.answer);
+            INSERT INTO run_fts (rowid, question, answer) VALUES (new.seq, new.question, new.answer);
+        END""",
+        "INSERT INTO run_fts (run_fts) VALUES ('rebuild')",  # index any runs written before this migration
+    ))
+
+
+Migration = Callable[[sa.Connection], None]
+# Recorded under the function's name less its "m" (a Python name cannot start with a digit): "001_initial".
+MIGRATIONS: list[tuple[str, Migration]] = [(fn.__name__.removeprefix("m"), fn) for fn in (
+    m001_initial,
+    m002_run_fts,
+)]
+
+
+def migrate(db: Database) -> None:
+    """Apply every migration the database has not had yet, in order (no write at all when none is pending)."""
+    applied = _applied(db)
+    pending = [(name, migration) for name, migration in MIGRATIONS if name not in applied]
+    if not pending:
+        return
+    with db.writer.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at DATETIME NOT NULL)")
+    for name, migration in pending:
+        _apply_once(db, name, migration)
+
+
+def _applied(db: Database) -> set[str]:
+    with db.engine.connect() as conn:
+        if not conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = '_migrations'").first():
+            return set()
+        return set(conn.exec_driver_sql("SELECT name FROM _migrations").scalars())
+
+
+@retry_when_locked
+def _apply_once(db: Database, name: str, migration: Migration) -> None:
+    # Checked inside the write transaction, so two processes opening at once apply it once.
+    with db.writer.begin() as conn:
+        if conn.exec_driver_sql("SELECT 1 FROM _migrations WHERE name = ?", (name,)).first():
+            return
+        migration(conn)
+        conn.exec_driver_sql("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now().isoformat()))
+        log.info("applied migration %s to %s", name, db.path)
