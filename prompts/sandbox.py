@@ -43,7 +43,6 @@ OPEN_FILES_LIMIT = 64
 STARTUP_TIMEOUT_S = 10.0
 # Layers whose absence should refuse the run instead of running degraded (e.g. {"seccomp", "landlock"}).
 REQUIRED_LAYERS: frozenset[str] = frozenset()
-KINDS = ("ok", "error", "timeout", "memory", "violation")
 OS_LAYERS = ("rlimits", "unprivileged", "landlock", "seccomp", "import_allowlist")
 
 _CHILD_SCRIPT = Path(__file__).resolve().with_name("sandbox_child.py")
@@ -63,7 +62,7 @@ class SandboxResult:
     value: object
     stdout: str
     error: str
-    kind: str
+    kind: str  # ok, error, timeout, memory or violation
     duration_ms: float
     layers: tuple[str, ...] = field(default=())
 

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-STEP_KINDS = ("llm", "tool", "parse_error", "vote")
+# How a run can end: Trace.finish sets one; the store adds `running` for a run not yet finished.
+# A new status also needs a store migration (the run table CHECKs its status).
 STATUSES = ("ok", "no_answer", "error")
 
 
 @dataclass
 class Step:
-    kind: str  # one of STEP_KINDS
+    kind: str  # llm, tool, parse_error or vote
     input: str  # the exact prompt, the tool input, or what was being parsed
     output: str = ""
     name: str = ""  # tool name (search, lookup, sandbox) or what the call was for
@@ -34,9 +35,9 @@ class Trace:
     steps: list[Step] = field(default_factory=list)
     counters: dict = field(default_factory=dict)  # e.g. bad_calls, repeated_actions, fix_attempts
     answer: str | None = None
-    status: str = "no_answer"
+    status: str = "no_answer"  # one of STATUSES
     error: str | None = None
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     duration_ms: float = 0.0
     _t0: float = field(default_factory=time.perf_counter, repr=False)
 
@@ -44,7 +45,7 @@ class Trace:
         self.steps.append(step)
         return step
 
-    def finish(self, answer: str | None, error: str | None = None) -> "Trace":
+    def finish(self, answer: str | None, error: str | None = None) -> Trace:
         """Set the final answer and status (ok / no_answer / error) and the total duration."""
         self.answer = answer if answer not in ("",) else None
         self.error = error
