@@ -22,7 +22,7 @@ class BackendChoice:
     model_path: str | None = None
     device: str = "auto"
     dtype: str | None = None
-    sampling: dict = field(default_factory=dict)  # temperature, top_p, top_k, min_p, repetition_penalty, max_tokens, seed
+    sampling: dict = field(default_factory=dict)  # engine.sampling.sampling_knobs() names -> values
     base_url: str | None = None  # openai: the server's URL ending in /v1 (default: `reason serve` on this machine)
     api_key: str | None = None  # openai: the server's key (default: $OPENAI_API_KEY, else none)
     engine_options: dict = field(default_factory=dict)  # engine: load_model keywords (weights, kv_cache_mb, …)
@@ -37,12 +37,23 @@ def chat_model(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     if choice.backend != "engine":
         raise ValueError(f"backend '{choice.backend}' is not available; choose one of {', '.join(BACKENDS)}")
     from engine import load_model
-    from engine.langchain import EngineChatModel
 
     engine = load_model(choice.model_path, **{"device": choice.device, "dtype": choice.dtype, **choice.engine_options})
-    model = EngineChatModel(engine=engine, **choice.sampling)
+    return engine_chat_model(engine, choice.sampling)
+
+
+def engine_chat_model(engine, sampling: dict, fingerprint: str | None = None) -> tuple[BaseChatModel, RunInfo]:
+    """A chat model over an already-loaded engine with these sampling settings (None: the default), and its RunInfo.
+
+    `fingerprint` is the weights file's, when the caller computed it once (`model_fingerprint`).
+    """
+    from engine.sampling import sampling_knobs
+    from engine.serving.langchain import EngineChatModel
+
+    knobs = set(sampling_knobs())
+    model = EngineChatModel(engine=engine, **{k: v for k, v in sampling.items() if k in knobs and v is not None})
     return model, RunInfo(model_id=engine.info["name"], backend="engine", sampling=model.sampling_params().__dict__,
-                          model_hash=model_fingerprint(engine.path))
+                          model_hash=fingerprint or model_fingerprint(engine.path))
 
 
 def _serial_llama_cpp_class():
@@ -74,10 +85,13 @@ def _llama_cpp(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     path = Path(choice.model_path) if choice.model_path else default_model_path()
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path} (give the path of a .gguf file)")
+    model_class = _serial_llama_cpp_class()
     sampling = {"temperature": 0.0, "max_tokens": 512, **choice.sampling}
     renamed = {"repetition_penalty": "repeat_penalty"}
-    kwargs = {renamed.get(k, k): v for k, v in sampling.items() if k != "min_p"}
-    model = _serial_llama_cpp_class()(model_path=str(path), n_ctx=4096, n_threads=2, n_batch=512, verbose=False, **kwargs)
+    # ChatLlamaCpp has no min_p, typical_p or OpenAI penalties: those are left out, and out of the record
+    sampling = {k: v for k, v in sampling.items() if renamed.get(k, k) in model_class.model_fields}
+    model = model_class(model_path=str(path), n_ctx=4096, n_threads=2, n_batch=512, verbose=False,
+                        **{renamed.get(k, k): v for k, v in sampling.items()})
     return model, RunInfo(model_id=path.stem, backend="llamacpp", sampling=sampling, model_hash=model_fingerprint(path))
 
 

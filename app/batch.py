@@ -18,11 +18,10 @@ from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
-from prompts.scoring import score
 from prompts.trace import RunInfo
 
 from .batch_input import BatchInput, Question
-from .runner import StrategyOptions, run_question
+from .runner import StrategyOptions, record_run
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -96,15 +95,9 @@ def pending_work(job: BatchJob, store: Store, batch_id: str) -> list[tuple[str, 
 def answer_one(store: Store, batch_id: str, strategy: str, question: Question, run_id: str | None,
                model: BaseChatModel, info: RunInfo, job: BatchJob, wiki_tool) -> dict:
     """Run, score and store one question (completing a run a crash left `running`); returns its OUT record."""
-    template = job.templates.get(strategy)
-    run_id = run_id or store.start_run(question.question, strategy, expected=question.answer, batch_id=batch_id,
-                                       question_id=question.id, model_id=info.model_id, backend=info.backend,
-                                       sampling=info.sampling, model_hash=info.model_hash,
-                                       template_name=getattr(template, "name", ""),
-                                       template_version=getattr(template, "version", 0))
-    trace = run_question(strategy, question.question, model, info, template, job.options, wiki_tool)
-    correct = score(trace.answer, question.answer).correct if question.answer is not None else None
-    store.finish_run(run_id, trace, correct)
+    run_id, trace, correct = record_run(store, question.question, strategy, model, info, job.templates.get(strategy),
+                                        job.options, wiki_tool, expected=question.answer, batch_id=batch_id,
+                                        question_id=question.id, run_id=run_id)
     return {"id": question.id, "question": question.question, "expected": question.answer, "predicted": trace.answer,
             "correct": correct, "status": trace.status, "error": trace.error, "strategy": strategy,
             "tokens": trace.prompt_tokens + trace.completion_tokens, "duration_ms": round(trace.duration_ms, 1),
@@ -114,7 +107,11 @@ def answer_one(store: Store, batch_id: str, strategy: str, question: Question, r
 def run_batch(job: BatchJob, store: Store, batch_id: str, model: BaseChatModel, info: RunInfo,
               wiki_tool: Callable | None = None, on_record: Callable[[dict], None] | None = None,
               stop: threading.Event | None = None) -> str:
-    """Run the pending work; returns the batch's final status (`finished` or `interrupted`)."""
+    """Run the pending work; returns the batch's final status (`finished` or `interrupted`).
+
+    A question's failure the user caused is its run's error; a bug stops the batch (left `interrupted`,
+    every started run stored) and is raised.
+    """
     stop = stop or threading.Event()
     work = iter(pending_work(job, store, batch_id))
     status = "interrupted"
@@ -127,24 +124,33 @@ def run_batch(job: BatchJob, store: Store, batch_id: str, model: BaseChatModel, 
                 if not running:
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    record = future.result()
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    out.flush()
-                    if on_record:
-                        on_record(record)
+                failures = _write(finished, out, on_record)
+                if failures:
+                    raise failures[0]
             status = "interrupted" if stop.is_set() else "finished"
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or a bug in one question (its run is stored as an error)
             stop.set()
-            log.warning("interrupted: letting %d running question(s) finish", len(running))
-            for future in running:  # started runs finish and are stored; nothing new starts
-                record = future.result()
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            log.warning("stopping: letting %d running question(s) finish", len(running))
+            _write(running, out)  # waits for them; their failures were stored as error runs
             raise
         finally:
             store.update_batch_counts(batch_id)
             store.finish_batch(batch_id, status)
     return status
+
+
+def _write(futures: set[Future], out, on_record: Callable[[dict], None] | None = None) -> list[BaseException]:
+    """Wait for these questions, write the OUT records of those that ended; return the failures (bugs)."""
+    failures = []
+    for future in futures:
+        if (failure := future.exception()) is not None:
+            failures.append(failure)
+            continue
+        out.write(json.dumps(future.result(), ensure_ascii=False) + "\n")
+        out.flush()
+        if on_record:
+            on_record(future.result())
+    return failures
 
 
 def summary(store: Store, batch_id: str) -> list[dict]:

@@ -9,9 +9,19 @@ from pathlib import Path
 import click
 
 from .bench.cli import bench
-from .cli_options import BACKEND_OPTION, DEVICE_OPTION, DTYPE_OPTION, MODEL_OPTION, sampling_options
+from .cli_options import (
+    API_KEY_OPTION,
+    BACKEND_OPTION,
+    BASE_URL_OPTION,
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    MODEL_OPTION,
+    sampling_options,
+)
 from .cli_records import runs, templates, wiki
+from .runner import STRATEGIES
 from .settings import Settings
+
 
 def _load(ctx: click.Context, model_path, device, dtype):
     from engine import ModelFileError, load_model
@@ -59,7 +69,7 @@ def generate(ctx, prompt, model_path, device, dtype, max_tokens, stop, chat):
 
 @cli.command()
 @click.argument("question")
-@click.option("--strategy", type=click.Choice(["direct", "cot", "pal", "react"]), default="cot", show_default=True)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="cot", show_default=True)
 @click.option("--template", "template_name", default=None,
               help="NAME or NAME@VERSION (default: the strategy's own template, latest version).")
 @click.option("--self-consistency", "self_consistency", type=click.IntRange(min=1), default=1, show_default=True,
@@ -68,34 +78,32 @@ def generate(ctx, prompt, model_path, device, dtype, max_tokens, stop, chat):
               help="ReAct's Wikipedia: the offline corpus (reason wiki import), the live API, or offline when imported.")
 @MODEL_OPTION
 @BACKEND_OPTION
+@BASE_URL_OPTION
+@API_KEY_OPTION
 @DEVICE_OPTION
 @DTYPE_OPTION
 @sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the whole trace as JSON.")
 @click.pass_context
-def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_path, backend, device, dtype, as_json,
-        **sampling):
+def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_path, backend, base_url, api_key, device,
+        dtype, as_json, **sampling):
     """Answer QUESTION with a strategy and print the answer (or the whole trace with --json)."""
-    from prompts.template import TemplateError
-
-    from .runner import DEFAULT_TEMPLATES, StrategyOptions, run_question
+    from .errors import user_errors
+    from .runner import DEFAULT_TEMPLATES, StrategyOptions, record_run
     from .store import Store
     from .templates import load_template
 
     if not question.strip():
         raise click.BadParameter("the question is empty", param_hint="QUESTION")
-    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
+    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype, base_url=base_url,
+                                                api_key=api_key)
     try:
         store = Store.open(settings)
         template = load_template(store, template_name or DEFAULT_TEMPLATES[strategy])
         model, info, wiki_tool = _model_and_tools(settings, backend, sampling, strategy == "react", wiki)
-        run_id = store.start_run(question, strategy, model_id=info.model_id, backend=info.backend, sampling=info.sampling,
-                                 model_hash=info.model_hash, template_name=template.name,
-                                 template_version=template.version)
-        trace = run_question(strategy, question, model, info, template, StrategyOptions(self_consistency=self_consistency),
-                             wiki_tool=wiki_tool)
-        store.finish_run(run_id, trace)
-    except (TemplateError, ValueError, FileNotFoundError) as exc:
+        run_id, trace, _ = record_run(store, question, strategy, model, info, template,
+                                      StrategyOptions(self_consistency=self_consistency), wiki_tool)
+    except user_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps({**trace.to_dict(), "run_id": run_id}, indent=2, ensure_ascii=False))
@@ -108,7 +116,7 @@ def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_pa
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option("--strategy", "strategies", multiple=True, type=click.Choice(["direct", "cot", "pal", "react"]),
+@click.option("--strategy", "strategies", multiple=True, type=click.Choice(STRATEGIES),
               required=True, help="Repeatable: each question runs with each strategy.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Results, one JSON line per run.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
@@ -118,22 +126,24 @@ def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_pa
 @click.option("--wiki", type=click.Choice(["auto", "offline", "live"]), default="auto", show_default=True)
 @MODEL_OPTION
 @BACKEND_OPTION
+@BASE_URL_OPTION
+@API_KEY_OPTION
 @DEVICE_OPTION
 @DTYPE_OPTION
 @sampling_options
 @click.pass_context
 def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, self_consistency, wiki, model_path,
-          backend, device, dtype, **sampling):
+          backend, base_url, api_key, device, dtype, **sampling):
     """Answer every question of INPUT (JSONL or CSV: question, optional answer and id) with each strategy."""
-    from prompts.template import TemplateError
-
     from .batch import BatchJob, start_or_resume, summary
     from .batch_input import read_batch_input
+    from .errors import user_errors
     from .runner import DEFAULT_TEMPLATES, StrategyOptions
     from .store import Store
     from .templates import load_template
 
-    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
+    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype, base_url=base_url,
+                                                api_key=api_key)
     try:
         source = read_batch_input(input_path)
         for problem in source.problems:
@@ -145,9 +155,11 @@ def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, 
         store = Store.open(settings)
         job.templates = {s: load_template(store, DEFAULT_TEMPLATES[s]) for s in job.strategies}
         batch_id = start_or_resume(job, store, {"sampling": sampling, "self_consistency": self_consistency,
-                                                "model": settings.model_path, "concurrency": concurrency})
+                                                "model": settings.model_path, "backend": backend,
+                                                "base_url": settings.base_url if backend == "openai" else None,
+                                                "concurrency": concurrency})
         model, info, wiki_tool = _model_and_tools(settings, backend, sampling, "react" in job.strategies, wiki)
-    except (TemplateError, ValueError, FileNotFoundError) as exc:
+    except user_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"batch {batch_id}: {len(job.strategies)} strateg{'y' if len(job.strategies) == 1 else 'ies'}, "
                f"{len(job.questions)} questions", err=True)
@@ -165,8 +177,8 @@ def _model_and_tools(settings, backend, sampling, needs_wiki, wiki_mode):
     from .tools import wiki_tool_factory
 
     choice = BackendChoice(backend, settings.model_path, settings.device, settings.dtype,
-                           {k: v for k, v in sampling.items() if v is not None},
-                           engine_options=settings.engine_options())
+                           {k: v for k, v in sampling.items() if v is not None}, base_url=settings.base_url,
+                           api_key=settings.api_key, engine_options=settings.engine_options())
     model, info = chat_model(choice)
     return model, info, wiki_tool_factory(settings, wiki_mode) if needs_wiki else None
 
@@ -231,14 +243,19 @@ def model_info(ctx, model_path, as_json):
 @MODEL_OPTION
 @DEVICE_OPTION
 @DTYPE_OPTION
+@click.option("--base-url", default=None, metavar="URL",
+              help="The OpenAI-compatible server whose health the Model page shows (default: $REASON_BASE_URL, "
+                   "else http://127.0.0.1:8000/v1).")
+@API_KEY_OPTION
 @click.pass_context
-def ui(ctx, host, port, auth, model_path, device, dtype):
+def ui(ctx, host, port, auth, model_path, device, dtype, base_url, api_key):
     """Serve the web app: chat with a strategy, prompt templates, batches, run history, the model."""
     from engine import ModelFileError
 
     from .ui import exposure_warning, launch
 
-    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype)
+    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype, base_url=base_url,
+                                                api_key=api_key)
     if auth and ":" not in auth:
         raise click.BadParameter("expected USER:PASSWORD", param_hint="--auth")
     credentials = tuple(auth.split(":", 1)) if auth else None
@@ -255,17 +272,17 @@ def ui(ctx, host, port, auth, model_path, device, dtype):
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 serves other machines (then use --api-key).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--api-key", default=None, metavar="KEY", envvar="REASON_API_KEY",
-              help="Require 'Authorization: Bearer KEY' (default: $REASON_API_KEY).")
+@click.option("--api-key", default=None, metavar="KEY", help="Require 'Authorization: Bearer KEY' (default: $REASON_API_KEY).")
 @MODEL_OPTION
 @DEVICE_OPTION
 @DTYPE_OPTION
 @click.pass_context
 def serve(ctx, host, port, api_key, model_path, device, dtype):
     """Serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""
-    from engine.server import exposure_warning
-    from engine.server import serve as serve_engine
+    from engine.serving.server import exposure_warning
+    from engine.serving.server import serve as serve_engine
 
+    api_key = ctx.obj.with_overrides(api_key=api_key).api_key
     warning = exposure_warning(host, api_key)
     if warning:
         click.echo(f"warning: {warning}", err=True)

@@ -5,10 +5,14 @@ import json
 
 import click
 
+from .runner import STRATEGIES
+from .store import RUN_STATUSES
+
+
 @click.group(invoke_without_command=True)
 @click.option("--search", "text", default=None, help="Full-text search over questions and answers.")
-@click.option("--strategy", default=None)
-@click.option("--status", type=click.Choice(["running", "ok", "no_answer", "error"]), default=None)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None)
+@click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
 @click.option("--batch", "batch_id", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.pass_context

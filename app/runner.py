@@ -1,23 +1,34 @@
-"""Run one question with one strategy: the strategies, their default templates and options."""
+"""Run one question with one strategy, and record it: the strategies, their default templates and options.
+
+`record_run` is the one way a run is made and stored (`reason ask`, the Chat and History pages, batches).
+"""
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from langchain_core.language_models import BaseChatModel
 
 from prompts import cot, direct, pal, react
-from prompts.template import PromptTemplate, load_shipped
+from prompts.scoring import score
+from prompts.template import PromptTemplate, TemplateError, load_shipped
 from prompts.trace import RunInfo, Trace
+
+from .errors import user_errors
+
+if TYPE_CHECKING:
+    from .store import Store
+    from .ui.live_run import LiveRun
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("direct", "cot", "pal", "react")
-DEFAULT_TEMPLATES = {"direct": "direct", "cot": "cot", "pal": "pal", "react": "react"}
+DEFAULT_TEMPLATES = {strategy: strategy for strategy in STRATEGIES}  # each strategy's shipped template
 
 
-@dataclass
+@dataclass(frozen=True)
 class StrategyOptions:
     self_consistency: int = 1
     sc_temperature: float = 0.7
@@ -27,18 +38,62 @@ class StrategyOptions:
     timeout_s: float = 5.0  # PAL sandbox
 
 
-def run_question(strategy: str, question: str, model: BaseChatModel, info: RunInfo, template: PromptTemplate | None = None,
-                 options: StrategyOptions = StrategyOptions(), wiki_tool: Callable[[], object] | None = None) -> Trace:
-    """Answer `question` with `strategy`; returns the full trace (errors are recorded, not raised)."""
+DEFAULT_OPTIONS = StrategyOptions()
+
+class Recorded(NamedTuple):
+    run_id: str
+    trace: Trace
+    correct: bool | None  # None when no answer was expected
+
+
+def record_run(store: Store, question: str, strategy: str, model: BaseChatModel, info: RunInfo,
+               template: PromptTemplate | None = None, options: StrategyOptions = DEFAULT_OPTIONS,
+               wiki_tool: Callable[[], object] | None = None, *, expected: str | None = None,
+               batch_id: str | None = None, question_id: str | None = None, run_id: str | None = None,
+               live: LiveRun | None = None) -> Recorded:
+    """Start a run, answer it, score it against `expected`, finish it; `run_id` completes a run left `running`.
+
+    A failure the user caused is stored in the run; a bug is stored as an `error` run, then raised.
+    With a LiveRun the model streams into it, its Stop ends the run, and the run keeps the steps done.
+    """
+    template = checked_template(strategy, template)
+    if live is not None:
+        model, info = model.with_config(callbacks=[live]), live.watch(info)
+    run_id = run_id or store.start_run(
+        question, strategy, expected=expected, batch_id=batch_id, question_id=question_id, model_id=info.model_id,
+        backend=info.backend, sampling=info.sampling, model_hash=info.model_hash, template_name=template.name,
+        template_version=template.version)
+    try:
+        trace = run_question(strategy, question, model, info, template, options, wiki_tool)
+    except Exception as exc:
+        store.fail_run(run_id, f"{type(exc).__name__}: {exc}")  # stored honestly, then the bug surfaces
+        raise
+    if live is not None:
+        trace = live.settle(trace)
+    correct = score(trace.answer, expected).correct if expected is not None else None
+    store.finish_run(run_id, trace, correct)
+    return Recorded(run_id, trace, correct)
+
+
+def checked_template(strategy: str, template: PromptTemplate | None) -> PromptTemplate:
+    """The template to run (the strategy's shipped one when None); TemplateError when it is for another strategy."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
     template = template or load_shipped(DEFAULT_TEMPLATES[strategy])
     if template.strategy != strategy:
-        raise ValueError(f"template '{template.name}' is for strategy '{template.strategy}', not '{strategy}'")
+        raise TemplateError(f"template '{template.name}@{template.version}' is for strategy '{template.strategy}', "
+                            f"not '{strategy}'")
+    return template
+
+
+def run_question(strategy: str, question: str, model: BaseChatModel, info: RunInfo, template: PromptTemplate | None = None,
+                 options: StrategyOptions = DEFAULT_OPTIONS, wiki_tool: Callable[[], object] | None = None) -> Trace:
+    """Answer `question` with `strategy`; a failure the user caused ends the trace as an error, a bug is raised."""
+    template = checked_template(strategy, template)
     try:
         return _run(strategy, question, model, info, template, options, wiki_tool)
-    except Exception as exc:  # a backend can fail in any way (network, server, model); the trace records it
-        log.exception("%s run failed", strategy)
+    except user_errors() as exc:
+        log.warning("%s run failed: %s: %s", strategy, type(exc).__name__, exc)
         trace = info.new_trace(question, strategy, template)
         return trace.finish(None, error=f"{type(exc).__name__}: {exc}")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -19,13 +19,15 @@ class Settings:
     dtype: str | None
     weights: str | None = None  # "packed" or "dense"; None: the engine's default for the device and dtype
     kv_cache_mb: float | None = None  # the engine's paged KV pool budget; None: its default
+    base_url: str | None = None  # an OpenAI-compatible server (…/v1); None: `reason serve` on this machine
+    api_key: str | None = field(default=None, repr=False)  # its bearer token; also the key `reason serve` requires
 
     def engine_options(self) -> dict:
         """Keyword arguments for engine.load_model besides the path."""
         return {"device": self.device, "dtype": self.dtype, "weights": self.weights, "kv_cache_mb": self.kv_cache_mb}
 
     @classmethod
-    def from_env(cls, environ=os.environ) -> "Settings":
+    def from_env(cls, environ=os.environ) -> Settings:
         return cls(
             home=Path(environ.get("REASON_HOME") or _default_home()),
             model_path=environ.get("REASON_MODEL") or None,
@@ -33,8 +35,10 @@ class Settings:
             dtype=environ.get("REASON_DTYPE") or None,
             weights=environ.get("REASON_WEIGHTS") or None,
             kv_cache_mb=float(environ["REASON_KV_CACHE_MB"]) if environ.get("REASON_KV_CACHE_MB") else None,
+            base_url=environ.get("REASON_BASE_URL") or None,
+            api_key=environ.get("REASON_API_KEY") or None,
         )
 
-    def with_overrides(self, **overrides) -> "Settings":
+    def with_overrides(self, **overrides) -> Settings:
         """A copy with the CLI flags that were given (None means not given)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

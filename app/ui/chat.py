@@ -10,6 +10,7 @@ import gradio as gr
 
 from prompts.template import TemplateError
 
+from ..errors import user_errors
 from ..runner import STRATEGIES, StrategyOptions
 from .live_run import LiveRun
 from .render import answer_text, render_live, render_run
@@ -48,8 +49,11 @@ def _run_in_thread(state: AppState, args: tuple, outcome: dict, live: LiveRun) -
     def work():
         try:
             outcome["run_id"], _ = state.ask(*args, live=live)
-        except (TemplateError, ValueError, FileNotFoundError) as exc:
+        except user_errors() as exc:
             outcome["error"] = str(exc)
+        except Exception as exc:  # a bug: its run is stored as an error; the server log gets the traceback
+            log.exception("chat run failed")
+            outcome["error"] = f"{type(exc).__name__}: {exc} (a bug; the server log has the traceback)"
     thread = threading.Thread(target=work, name="chat-run", daemon=True)
     thread.start()
     return thread

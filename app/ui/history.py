@@ -6,9 +6,9 @@ import logging
 import gradio as gr
 import pandas as pd
 
-from prompts.template import TemplateError
-
+from ..errors import user_errors
 from ..runner import STRATEGIES, StrategyOptions
+from ..store import RUN_STATUSES
 from .render import render_run
 from .state import SAMPLING_KEYS, AppState
 
@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 ANY = "any"
 COLUMNS = ["id", "created", "strategy", "template", "status", "answer", "question"]
-RUN_STATUSES = ["running", "ok", "no_answer", "error"]
 
 
 def search(state: AppState, text: str, strategy: str, status: str) -> pd.DataFrame:
@@ -43,7 +42,7 @@ def rerun(state: AppState, run_id: str, strategy: str, template: str) -> tuple[s
     sampling = {k: v for k, v in (run.get("sampling") or {}).items() if k in SAMPLING_KEYS}
     try:
         new_id, _ = state.ask(run["question"], strategy, (template or "").strip() or None, sampling, StrategyOptions())
-    except (TemplateError, ValueError, FileNotFoundError) as exc:
+    except user_errors() as exc:
         return render_run(run), f"**Not run:** {exc}"
     return render_run(run), render_run(state.store.get_run(new_id))
 

@@ -17,13 +17,11 @@ from langchain_core.callbacks import BaseCallbackHandler
 from prompts.llm_call import render_messages
 from prompts.trace import RunInfo, Step, Trace
 
+from ..errors import RunStopped
+
 log = logging.getLogger(__name__)
 
 STOPPED = "stopped by the user"
-
-
-class RunStopped(Exception):
-    """Raised inside a model call after Stop was pressed."""
 
 
 @dataclass

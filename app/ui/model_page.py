@@ -1,9 +1,11 @@
-"""The Model page: what is loaded (architecture, size, types, context, chat template); switch to another GGUF."""
+"""The Model page: what is loaded (architecture, size, types, context, chat template); switch to another GGUF;
+the engine's queue and the OpenAI-compatible server beside the app."""
 from __future__ import annotations
 
 import logging
 
 import gradio as gr
+import httpx
 
 from .batches import BatchManager
 from .render import fenced
@@ -37,24 +39,36 @@ def engine_status(state: AppState, manager: BatchManager) -> str:
     batches = sum(manager.is_running(b) for b in list(manager.running))
     return (f"engine: **{stats['running']}** sequences decoding, **{stats['waiting']}** requests waiting · "
             f"KV blocks: **{stats['kv_blocks_in_use']}** in use, {stats['kv_blocks_cached']} cached prefixes, "
-            f"{stats['kv_blocks_total']} total · batches running: **{batches}**\n\n{server_status()}")
+            f"{stats['kv_blocks_total']} total · batches running: **{batches}**\n\n"
+            f"{server_status(state.settings.base_url, state.settings.api_key)}")
 
 
-def server_status(base_url: str | None = None) -> str:
-    """Where `reason serve` answers beside the app ($REASON_SERVER_URL, else its default), probed now."""
-    import os
+def server_status(base_url: str | None = None, api_key: str | None = None) -> str:
+    """The OpenAI-compatible server beside the app (--base-url, else where `reason serve` listens), probed now.
 
-    import httpx
-
+    Any such server lists its models at /v1/models (given the key); ours also reports its queue at /health.
+    """
     from ..backends import DEFAULT_BASE_URL
 
-    url = (base_url or os.environ.get("REASON_SERVER_URL") or DEFAULT_BASE_URL).rstrip("/")
+    url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        reply = httpx.get(f"{url}/models", headers=headers, timeout=1.0).raise_for_status()
+        models = ", ".join(f"`{model['id']}`" for model in reply.json()["data"]) or "no model"
+    except httpx.HTTPStatusError as exc:
+        return f"OpenAI-compatible server: `{url}` answers HTTP {exc.response.status_code} (check --api-key)"
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return f"OpenAI-compatible server: not running at `{url}` (start one with `reason serve`)"
+    return f"OpenAI-compatible server: **{url}** serving {models}{_queue(url)}"
+
+
+def _queue(url: str) -> str:
+    """' · queue N · KV blocks in use M' from our server's /health; empty for servers without one."""
     try:
         health = httpx.get(url.removesuffix("/v1") + "/health", timeout=1.0).json()
-    except (httpx.HTTPError, ValueError):
-        return f"OpenAI-compatible server: not running at `{url}` (start one with `reason serve`)"
-    return (f"OpenAI-compatible server: **{url}** serving `{health.get('model', '?')}` · "
-            f"queue {health.get('queue_depth', '?')} · KV blocks in use {health.get('kv_blocks_in_use', '?')}")
+        return f" · queue {health['queue_depth']} · KV blocks in use {health['kv_blocks_in_use']}"
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def switch(state: AppState, manager: BatchManager, path: str):

@@ -1,15 +1,18 @@
 """What every page of the web app shares: settings, the trace store and the one loaded model."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import typing
 from dataclasses import dataclass, field
 
-from prompts.template import PromptTemplate, TemplateError
+from engine.sampling import SamplingParams, sampling_knobs
+from prompts.template import PromptTemplate
 from prompts.trace import RunInfo, Trace
 
-from ..backends import model_fingerprint
-from ..runner import DEFAULT_TEMPLATES, StrategyOptions, run_question
+from ..backends import engine_chat_model, model_fingerprint
+from ..runner import DEFAULT_TEMPLATES, StrategyOptions, record_run
 from ..settings import Settings
 from ..store import Store
 from ..templates import load_template
@@ -18,7 +21,7 @@ from .live_run import LiveRun
 
 log = logging.getLogger(__name__)
 
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed")
+SAMPLING_KEYS = sampling_knobs()
 
 
 @dataclass
@@ -32,7 +35,7 @@ class AppState:
     _swap: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def open(cls, settings: Settings, model_path: str | None = None) -> "AppState":
+    def open(cls, settings: Settings, model_path: str | None = None) -> AppState:
         """Open the store and load the model once (the default model when no path is given)."""
         state = cls(settings, Store.open(settings))
         state.load(model_path or settings.model_path)
@@ -51,15 +54,9 @@ class AppState:
 
     def chat_model(self, sampling: dict) -> tuple[object, RunInfo]:
         """A chat model over the shared engine with these sampling settings, and its RunInfo."""
-        from engine.langchain import EngineChatModel
-
         with self._swap:
             engine, fingerprint = self.engine, self.fingerprint
-        values = {k: v for k, v in sampling.items() if k in SAMPLING_KEYS and v is not None}
-        model = EngineChatModel(engine=engine, **values)
-        info = RunInfo(model_id=engine.info["name"], backend="engine", sampling=model.sampling_params().__dict__,
-                       model_hash=fingerprint)
-        return model, info
+        return engine_chat_model(engine, sampling, fingerprint)
 
     def template(self, strategy: str, spec: str | None) -> PromptTemplate:
         """NAME@VERSION, NAME (latest) or None (the strategy's own template, latest)."""
@@ -67,32 +64,28 @@ class AppState:
 
     def ask(self, question: str, strategy: str, spec: str | None, sampling: dict, options: StrategyOptions,
             live: LiveRun | None = None) -> tuple[str, Trace]:
-        """Run one question exactly as `reason ask` does: start_run, run_question, finish_run.
+        """Run one question exactly as `reason ask` does (record_run); returns (run id, trace).
 
         With a LiveRun the model streams into it and its Stop ends the run (stored as an error,
         with the steps done so far).
         """
         template = self.template(strategy, spec)
-        if template.strategy != strategy:
-            raise TemplateError(f"template {template.name}@{template.version} is for {template.strategy}, not {strategy}")
         model, info = self.chat_model(sampling)
-        if live is not None:
-            model, info = model.with_config(callbacks=[live]), live.watch(info)
         wiki = wiki_tool_factory(self.settings, "auto") if strategy == "react" else None
-        run_id = self.store.start_run(question, strategy, model_id=info.model_id, backend=info.backend,
-                                      sampling=info.sampling, model_hash=info.model_hash,
-                                      template_name=template.name, template_version=template.version)
-        trace = run_question(strategy, question, model, info, template, options, wiki_tool=wiki)
-        if live is not None:
-            trace = live.settle(trace)
-        self.store.finish_run(run_id, trace)
+        run_id, trace, _ = record_run(self.store, question, strategy, model, info, template, options, wiki, live=live)
         return run_id, trace
 
 
 def sampling_from(values: dict) -> dict:
-    """UI numbers -> sampling settings: ints where the engine wants ints, a missing seed stays None."""
-    out = {k: values.get(k) for k in SAMPLING_KEYS}
-    for key in ("top_k", "max_tokens", "seed"):
+    """UI numbers -> sampling settings: ints where SamplingParams has ints, a missing value stays None."""
+    out = {key: values.get(key) for key in SAMPLING_KEYS}
+    for key in _int_knobs():
         if out[key] is not None:
             out[key] = int(out[key])
     return out
+
+
+@functools.cache
+def _int_knobs() -> frozenset[str]:
+    hints = typing.get_type_hints(SamplingParams)
+    return frozenset(k for k in SAMPLING_KEYS if int in (hints[k], *typing.get_args(hints[k])))

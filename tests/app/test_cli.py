@@ -57,3 +57,21 @@ def test_generate_on_the_default_model(runner):
     result = runner.invoke(cli, ["generate", "The capital of France is", "--max-tokens", "8"])
     assert result.exit_code == 0, result.output
     assert "Paris" in result.output
+
+
+@pytest.mark.parametrize("command", ["ask", "batch"])
+def test_every_sampling_knob_is_a_flag_and_no_flag_went_missing(command):
+    from engine.sampling import sampling_knobs
+
+    flags = {opt for param in cli.commands[command].params for opt in param.opts}
+    assert {f"--{knob.replace('_', '-')}" for knob in sampling_knobs()} <= flags
+    assert {"--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--max-tokens", "--seed",
+            "--backend", "--base-url", "--api-key"} <= flags
+
+
+@pytest.mark.parametrize("args, message", [(["--top-p", "0"], "--top-p"), (["--max-tokens", "0"], "--max-tokens"),
+                                           (["--frequency-penalty", "3"], "--frequency-penalty"),
+                                           (["--backend", "magic"], "--backend")])
+def test_sampling_flags_keep_their_ranges(runner, args, message):
+    result = runner.invoke(cli, ["ask", "q", *args])
+    assert result.exit_code == 2 and message in result.output
