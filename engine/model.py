@@ -1,7 +1,8 @@
 """The LLaMA-architecture transformer, in forward order (after meta-llama/llama and gpt-fast).
 
-RoPE rotates adjacent pairs (x[2i], x[2i+1]) as llama.cpp does for `llama` GGUF files,
-whose converter already permuted the Q/K rows into that layout.
+One model for the family: `llama` (LLaMA-1/2/3, Mistral, SmolLM), `qwen2` (adds Q/K/V biases)
+and `qwen3` (adds an RMSNorm of each Q and K head before RoPE). RoPE layouts and scaling are in
+rope.py; a sliding attention window, where a file declares one, is applied by paged_attention.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from .activation_quant import fake_quantize, q8_1_sum_error
 from .paged_attention import PagedBatch, paged_attention
+from .rope import RopeScaling, apply_rotary_emb, precompute_freqs_cis
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,17 @@ class ModelArgs:
     max_seq_len: int = 8192
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    rope_scaling_factor: float = 1.0  # linear position interpolation; 1.0 = none
+    rope_scaling: RopeScaling = RopeScaling()
+    rope_layout: str = "norm"  # "norm": adjacent pairs (llama); "neox": halves (qwen2, qwen3)
     head_dim: int = 0  # 0 means dim // n_heads
     tied_output: bool = False
+    qkv_bias: bool = False  # qwen2
+    qk_norm: bool = False  # qwen3
+    sliding_window: int = 0  # a query sees at most this many keys (itself included); 0: all
+
+    @property
+    def rope_scaling_factor(self) -> float:
+        return self.rope_scaling.factor
 
     def __post_init__(self):
         if self.head_dim == 0:
@@ -74,30 +84,9 @@ class RMSNorm(nn.Module):
         return (normed * self.weight.float()).to(x.dtype)
 
 
-def precompute_freqs_cis(args: ModelArgs, freq_factors: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotations (cos, sin) for every position: (max_seq_len, head_dim // 2, 2), float32.
-
-    Angles are built as ggml builds them (float32, theta multiplied by theta_scale pair after
-    pair) so they round the same way. Stored real rather than complex so that
-    `model.to(dtype)` cannot silently drop the sin part.
-    """
-    half = args.head_dim // 2
-    theta_scale = torch.tensor(args.rope_theta, dtype=torch.float32) ** torch.tensor(-2.0 / args.head_dim, dtype=torch.float32)
-    positions = torch.arange(args.max_seq_len, dtype=torch.float32).unsqueeze(1)  # (max_seq_len, 1)
-    factors = torch.cat([positions, theta_scale.expand(args.max_seq_len, half - 1)], dim=1)
-    angles = torch.cumprod(factors, dim=1)  # (max_seq_len, half): p * theta_scale**i, rounded per step
-    if freq_factors is not None:  # LLaMA-3.1 style per-frequency scaling (GGUF `rope_freqs.weight`)
-        angles = angles / freq_factors.float()
-    angles = (angles * torch.tensor(1.0 / args.rope_scaling_factor, dtype=torch.float32)).double()
-    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).float()
-
-
-def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
-    """x: (B, T, n, head_dim); freqs_cis: (B, T, head_dim // 2, 2) as (cos, sin)."""
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, n, head_dim/2)
-    rotation = torch.view_as_complex(freqs_cis.float().contiguous()).unsqueeze(2)  # (B, T, 1, head_dim/2)
-    rotated = torch.view_as_real(pairs * rotation).flatten(3)  # (B, T, n, head_dim)
-    return rotated.to(x.dtype)
+def rope_table(args: ModelArgs, freq_factors: torch.Tensor | None = None) -> torch.Tensor:
+    """RoPE rotations (max_seq_len, head_dim // 2, 2) for this model."""
+    return precompute_freqs_cis(args.head_dim, args.max_seq_len, args.rope_theta, args.rope_scaling, freq_factors)
 
 
 class Attention(nn.Module):
@@ -109,19 +98,28 @@ class Attention(nn.Module):
         self.wv = Linear(args.dim, args.n_kv_heads * args.head_dim)
         self.wo = Linear(args.n_heads * args.head_dim, args.dim)
         self.wqkv: nn.Module | None = None  # wq, wk, wv as one matmul when the loader fused them
+        width = (args.n_heads + 2 * args.n_kv_heads) * args.head_dim
+        self.qkv_bias = nn.Parameter(torch.zeros(width)) if args.qkv_bias else None  # q|k|v biases, one add
+        self.q_norm = RMSNorm(args.head_dim, args.norm_eps) if args.qk_norm else None
+        self.k_norm = RMSNorm(args.head_dim, args.norm_eps) if args.qk_norm else None
+        self.rope_layout = args.rope_layout
         self.fp16_rounding = False  # llama.cpp's f16 KV cache and f16 matmul inputs; see loader
 
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """q|k|v of every token: (B, T, n_heads + 2 * n_kv_heads, head_dim)."""
+        qkv = self.wqkv(x) if self.wqkv is not None else torch.cat([self.wq(x), self.wk(x), self.wv(x)], dim=-1)
+        if self.qkv_bias is not None:
+            qkv = qkv + self.qkv_bias
+        return qkv.view(*x.shape[:2], -1, self.head_dim)
+
     def _qkv(self, x: torch.Tensor, freqs_cis: torch.Tensor):
-        B, T, _ = x.shape
+        qkv = self._project(x)
         heads = self.n_heads + self.n_kv_heads
-        if self.wqkv is not None:
-            qkv = self.wqkv(x).view(B, T, heads + self.n_kv_heads, self.head_dim)
-            qk, v = apply_rotary_emb(qkv[:, :, :heads], freqs_cis), qkv[:, :, heads:]  # one rotation for q and k
-            return qk[:, :, :self.n_heads], qk[:, :, self.n_heads:], v
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        return apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis), v
+        qk, v = qkv[:, :, :heads], qkv[:, :, heads:]
+        if self.q_norm is not None:  # qwen3: each head normalised before its rotation
+            qk = torch.cat([self.q_norm(qk[:, :, :self.n_heads]), self.k_norm(qk[:, :, self.n_heads:])], dim=2)
+        qk = apply_rotary_emb(qk, freqs_cis, self.rope_layout)  # one rotation for q and k
+        return qk[:, :, :self.n_heads], qk[:, :, self.n_heads:], v
 
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, paged: PagedBatch, layer: int) -> torch.Tensor:
         q, k, v = self._qkv(x, freqs_cis)
@@ -166,7 +164,7 @@ class Transformer(nn.Module):
         self.output = Linear(args.dim, args.vocab_size)
         if args.tied_output:
             self.output.weight = self.tok_embeddings.weight
-        self.register_buffer("freqs_cis", precompute_freqs_cis(args), persistent=False)
+        self.register_buffer("freqs_cis", rope_table(args), persistent=False)
 
     @property
     def device(self) -> torch.device:

@@ -5,7 +5,9 @@ and values are written to the pool first, then each query attends to its row's s
 When every row starts with the same cached blocks (the few-shot prompt all requests share),
 those S keys are attended in one call for all queries of the batch, each row's own keys in a
 second call, and the two partial results are merged by their log-sum-exp. That reads the shared
-prefix once per layer instead of once per row.
+prefix once per layer instead of once per row. With a sliding window (Mistral-style, where a
+file declares one) a query sees only the `window` most recent keys, itself included, and the
+prefix is not split out.
 """
 from __future__ import annotations
 
@@ -30,9 +32,12 @@ class PagedBatch:
 
     @classmethod
     def build(cls, k_pool, v_pool, block_tables: list[list[int]], starts: list[int], lengths: list[int],
-              shared_blocks: int, block_size: int, dtype: torch.dtype, groups: int) -> PagedBatch:
-        """starts[b]: tokens already cached in row b; lengths[b]: its new tokens; shared_blocks: common leading blocks."""
+              shared_blocks: int, block_size: int, dtype: torch.dtype, groups: int, window: int = 0) -> PagedBatch:
+        """starts[b]: tokens already cached in row b; lengths[b]: its new tokens; shared_blocks: common leading blocks;
+        window: the sliding attention window (0: none)."""
         device = k_pool.device
+        if window:
+            shared_blocks = 0  # every query masks differently
         width = max(lengths)
         shared = shared_blocks * block_size
         own_len = max(s + n for s, n in zip(starts, lengths)) - shared
@@ -45,7 +50,10 @@ class PagedBatch:
             own[b, :len(slots)] = slots
             write[b, :n] = slots[start - shared:]
             query_pos = torch.arange(start, start + n).unsqueeze(1)  # (n, 1)
-            mask[b, 0, :n, :len(slots)] = positions.unsqueeze(0) <= query_pos
+            visible = positions.unsqueeze(0) <= query_pos
+            if window:
+                visible &= positions.unsqueeze(0) > query_pos - window
+            mask[b, 0, :n, :len(slots)] = visible
             mask[b, 0, n:, 0] = True  # padded queries look at one slot so their softmax stays finite
         # the bias follows the grouped query layout of paged_attention: group-major, then T
         bias = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, float("-inf")).repeat(1, 1, groups, 1)

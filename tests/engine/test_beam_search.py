@@ -24,7 +24,7 @@ class MarkovModel(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.args = SimpleNamespace(max_seq_len=32, n_layers=1, n_heads=1, n_kv_heads=1, head_dim=1)
+        self.args = SimpleNamespace(max_seq_len=32, n_layers=1, n_heads=1, n_kv_heads=1, head_dim=1, sliding_window=0)
         table = torch.full((VOCAB, VOCAB), -1e9)
         for prev, nxt in TRANSITIONS.items():
             for token, p in nxt.items():

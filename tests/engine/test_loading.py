@@ -36,7 +36,7 @@ def test_model_args_from_metadata(tiny_gguf_factory):
     assert not args.tied_output and args.rope_scaling_factor == 1.0
 
 
-def test_linear_rope_scaling_is_read_and_yarn_refused(tmp_path, spm_vocab, monkeypatch):
+def test_linear_rope_scaling_is_read_and_yarn_accepted(tmp_path, spm_vocab, monkeypatch):
     def add(kind, factor):
         real = gguf.GGUFWriter.add_rope_freq_base
 
@@ -53,9 +53,8 @@ def test_linear_rope_scaling_is_read_and_yarn_refused(tmp_path, spm_vocab, monke
     ids = model.tokenizer.encode("The quick brown fox jumps over the lazy dog.")
     ours, theirs = model.logits(ids), torch.from_numpy(llama_cpp_logits(ref, ids))
     assert ((ours - theirs).norm() / theirs.norm()) < 2e-4
-    add(gguf.RopeScalingType.YARN, 4.0)
-    with pytest.raises(ModelFileError, match="rope scaling 'yarn'"):
-        load_model(write_tiny_llama(tmp_path / "yarn.gguf", spm_vocab, "F32"))
+    add(gguf.RopeScalingType.YARN, 4.0)  # implemented now (tests/engine/test_family.py compares it with llama.cpp)
+    assert model_args(GGUFFile(write_tiny_llama(tmp_path / "yarn.gguf", spm_vocab, "F32"))).rope_scaling.kind == "yarn"
 
 
 def test_tied_output_head_matches_llama_cpp(tmp_path, spm_vocab):

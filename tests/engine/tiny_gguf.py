@@ -6,6 +6,7 @@ their blocks are random bytes with sane fp16 scales (only decoding is under test
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +81,15 @@ def _encode_weight(values: np.ndarray, qtype: str, rng) -> tuple[np.ndarray, ggu
 
 
 def write_tiny_llama(path: Path, vocab: tuple[list[str], list[float], list[int]], weight_type: str = "F32",
-                     shape: TinyShape = TinyShape(), tied: bool = False, arch: str = "llama", seed: int = 0) -> Path:
-    """A random-weight LLaMA GGUF with a SentencePiece vocab; 2-D weights stored as `weight_type`."""
+                     shape: TinyShape = TinyShape(), tied: bool = False, arch: str = "llama", seed: int = 0,
+                     metadata: Callable[[gguf.GGUFWriter], None] | None = None,
+                     rope_freqs: np.ndarray | None = None) -> Path:
+    """A random-weight LLaMA-family GGUF with a SentencePiece vocab; 2-D weights stored as `weight_type`.
+
+    `arch` "qwen2" adds Q/K/V biases, "qwen3" per-head Q/K norms (as those files have);
+    `metadata` writes extra keys (rope scaling, a sliding window); `rope_freqs` adds LLaMA-3.1's
+    per-frequency factors tensor.
+    """
     rng = np.random.default_rng(seed)
     pieces, scores, types = vocab
     head_dim = shape.dim // shape.n_heads
@@ -105,6 +113,8 @@ def write_tiny_llama(path: Path, vocab: tuple[list[str], list[float], list[int]]
     writer.add_unk_token_id(0)
     writer.add_add_bos_token(True)
     writer.add_add_space_prefix(True)
+    if metadata is not None:
+        metadata(writer)
 
     def weight(name, rows, cols, std):
         data, kind = _encode_weight(rng.standard_normal((rows, cols)).astype(np.float32) * std, weight_type, rng)
@@ -121,11 +131,19 @@ def write_tiny_llama(path: Path, vocab: tuple[list[str], list[float], list[int]]
         weight(f"blk.{i}.attn_k.weight", kv_dim, shape.dim, 0.08)
         weight(f"blk.{i}.attn_v.weight", kv_dim, shape.dim, 0.08)
         weight(f"blk.{i}.attn_output.weight", shape.dim, shape.dim, 0.05)
+        if arch == "qwen2":
+            for name, width in (("attn_q", shape.dim), ("attn_k", kv_dim), ("attn_v", kv_dim)):
+                writer.add_tensor(f"blk.{i}.{name}.bias", (0.5 * rng.standard_normal(width)).astype(np.float32))
+        if arch == "qwen3":
+            norm(f"blk.{i}.attn_q_norm.weight", head_dim)
+            norm(f"blk.{i}.attn_k_norm.weight", head_dim)
         norm(f"blk.{i}.ffn_norm.weight", shape.dim)
         weight(f"blk.{i}.ffn_gate.weight", shape.hidden_dim, shape.dim, 0.08)
         weight(f"blk.{i}.ffn_up.weight", shape.hidden_dim, shape.dim, 0.08)
         weight(f"blk.{i}.ffn_down.weight", shape.dim, shape.hidden_dim, 0.05)
     norm("output_norm.weight", shape.dim)
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
     if not tied:
         weight("output.weight", vocab_size, shape.dim, 1.0)  # well-separated logits: few near-ties
     writer.write_header_to_file()
