@@ -16,6 +16,7 @@ from .kv_pool import BlockPool, PoolExhausted
 from .loader import build_transformer, default_model_path, describe_gguf, model_args, resident_bytes
 from .model import ModelArgs
 from .model_runner import ModelRunner, score_tokens
+from .reasoning import ReasoningTags
 from .request import RequestHandle
 from .sampling import SamplingParams
 from .scheduler import Scheduler
@@ -71,8 +72,10 @@ class Engine:
         self.model = COMPUTE.call(build_transformer, gguf, self.args, device, dtype, llama_cpp_numerics, weights=weights)
         self.device, self.dtype, self.weights = device, dtype, weights
         self.pool = self._kv_pool(kv_cache_mb)
+        self.reasoning_tags = ReasoningTags.of_template(gguf.get("tokenizer.chat_template"))
         self.scheduler = Scheduler(self.pool, self.tokenizer.token_bytes, self.tokenizer.eos_id, self.args.max_seq_len,
-                                   max_batch=max_batch)
+                                   max_batch=max_batch, reasoning_tags=self.reasoning_tags,
+                                   reasoning_close_ids=self.tokenizer.encode(self.reasoning_tags.close, add_bos=False))
         self.loop = StepLoop(self.scheduler, ModelRunner(self.model, self.pool))
         COMPUTE.attach(self.loop)
         self.info = self._describe(gguf)
@@ -96,7 +99,11 @@ class Engine:
         params.validate(self.args.vocab_size)
         if params.num_beams > 1:
             raise ParamError("num_beams > 1 is not served by the scheduler; use Engine.generate", "num_beams")
-        return self.loop.submit(ids, params)
+        return self.loop.submit(ids, params, self.starts_in_reasoning(ids))
+
+    def starts_in_reasoning(self, ids: list[int]) -> bool:
+        """Whether a generation after these prompt ids begins inside a reasoning block (R1-style templates)."""
+        return self.reasoning_tags.open_at_end(self.tokenizer.decode(ids[-64:]))
 
     def stats(self) -> dict:
         """Scheduler queue and KV pool occupancy."""

@@ -7,7 +7,7 @@ import torch
 from .kv_pool import BlockPool
 from .model import Transformer
 from .paged_attention import PagedBatch
-from .sampling import SamplerState, sample, top_logprobs
+from .sampling import sample, top_logprobs
 from .step_plan import RowPlan, SampledToken, StepOutput, StepPlan
 
 # Below this many tokens a forward pass is dispatch-bound: one CPU thread is faster than several,
@@ -52,14 +52,18 @@ class ModelRunner:
             logits = forward_rows(self.model, self.pool, batch.rows, batch.shared_blocks)
             wanted = [b for b, row in enumerate(batch.rows) if row.sampler is not None]
             if wanted:
-                samplers = [batch.rows[b].sampler for b in wanted]
-                for b, token in zip(wanted, self._sample(logits[wanted], samplers)):
-                    output.sampled[batch.rows[b].seq_id] = token
+                rows = [batch.rows[b] for b in wanted]
+                for row, token in zip(rows, self._sample(logits[wanted], rows)):
+                    output.sampled[row.seq_id] = token
         return output
 
     @staticmethod
-    def _sample(logits: torch.Tensor, samplers: list[SamplerState]) -> list[SampledToken]:
+    def _sample(logits: torch.Tensor, rows: list[RowPlan]) -> list[SampledToken]:
+        samplers = [r.sampler for r in rows]
         next_ids = sample(logits, samplers)
+        forced = [(i, r.forced_token) for i, r in enumerate(rows) if r.forced_token is not None]
+        if forced:  # the token is given, its log-probability is still the model's
+            next_ids[[i for i, _ in forced]] = torch.tensor([t for _, t in forced], device=next_ids.device)
         want = max((s.params.logprobs or 0) for s in samplers)
         return [SampledToken(s["token"], s["logprob"], s["top"]) for s in top_logprobs(logits, next_ids, want)]
 

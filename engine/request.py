@@ -33,9 +33,10 @@ class RequestHandle:
     """A submitted request: iterate it for TokenEvents, or wait for its Completions."""
 
     def __init__(self, request_id: str, prompt: list[int], params: SamplingParams,
-                 on_cancel: Callable[[RequestHandle], None]):
+                 on_cancel: Callable[[RequestHandle], None], starts_in_reasoning: bool = False):
         self.id, self.prompt, self.params = request_id, prompt, params
         self.prompt_tokens = len(prompt)
+        self.starts_in_reasoning = starts_in_reasoning  # the prompt opened a reasoning block (see reasoning.py)
         self._on_cancel = on_cancel
         self._events: queue.Queue = queue.Queue()
         self._completions: list[Completion | None] = [None] * params.n

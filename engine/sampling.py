@@ -46,6 +46,7 @@ class SamplingParams:
     logprobs: int | None = None  # top-N alternatives per generated token
     num_beams: int = 1
     length_penalty: float = 1.0
+    max_reasoning_tokens: int | None = None  # reasoning models: close the thinking block after this many tokens
 
     def validate(self, vocab_size: int | None = None) -> SamplingParams:
         """Raise ParamError naming the first invalid field; return self."""
@@ -64,6 +65,8 @@ class SamplingParams:
             ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be between 0 and 20"),
             ("num_beams", self.num_beams >= 1, "must be >= 1"),
             ("seed", self.seed is None or 0 <= self.seed < 2**63, "must be a non-negative integer"),
+            ("max_reasoning_tokens", self.max_reasoning_tokens is None or self.max_reasoning_tokens >= 0,
+             "must be >= 0"),
             ("stop", all(isinstance(s, str) for s in self.stop), "must be a list of strings"),
         ]
         for name, ok, rule in checks:

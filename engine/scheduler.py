@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from .completion import ContextLengthError
 from .kv_pool import BlockPool, PoolExhausted
+from .reasoning import ReasoningSplitter, ReasoningTags
 from .request import RequestHandle, TokenEvent
 from .sampling import SamplerState
 from .sequence import Sequence, ends_on, stop_reason
@@ -29,9 +30,11 @@ log = logging.getLogger(__name__)
 
 class Scheduler:
     def __init__(self, pool: BlockPool, token_bytes: Callable[[int], bytes], eos_id: int | None, context: int, *,
-                 max_batch: int = 64, prefill_chunk: int = 512):
+                 max_batch: int = 64, prefill_chunk: int = 512, reasoning_tags: ReasoningTags | None = None,
+                 reasoning_close_ids: list[int] | None = None):
         self.pool, self.token_bytes, self.eos_id, self.context = pool, token_bytes, eos_id, context
         self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
+        self.reasoning_tags, self.reasoning_close_ids = reasoning_tags or ReasoningTags(), list(reasoning_close_ids or [])
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self._by_id: dict[int, Sequence] = {}
@@ -53,6 +56,9 @@ class Scheduler:
             seed = None if p.seed is None else p.seed + j
             seq = Sequence(next(self._ids), handle, j, list(handle.prompt),
                            SamplerState.start(p, handle.prompt, seed), TextStream(p.stop), len(handle.prompt))
+            if p.max_reasoning_tokens is not None:
+                seq.thinking = ReasoningSplitter(self.reasoning_tags, handle.starts_in_reasoning)
+                self._budget_reasoning(seq)
             self._by_id[seq.id] = seq
             self.waiting.append(seq)
 
@@ -166,8 +172,9 @@ class Scheduler:
     def _row(self, seq: Sequence, take: int) -> RowPlan:
         start = seq.computed
         finishes = start + take == len(seq.tokens)  # its last token's logits are sampled
+        forced = seq.forced[0] if finishes and seq.forced else None
         return RowPlan(seq.id, seq.tokens[start:start + take], start, list(seq.blocks),
-                       seq.sampler if finishes else None)
+                       seq.sampler if finishes else None, forced)
 
     def _batch(self, rows: list[RowPlan]) -> ForwardBatch:
         return ForwardBatch(rows, self._shared_blocks(rows))
@@ -220,9 +227,25 @@ class Scheduler:
             seq.logprobs.append(logprob)
         text = seq.stream.feed(self.token_bytes(token))
         seq.handle._emit(TokenEvent(seq.index, token, text, logprob))
+        if seq.thinking is not None:
+            self._follow_reasoning(seq, token)
         reason = stop_reason(seq, self.context)
         if reason:
             self._retire(seq, reason)
+
+    def _follow_reasoning(self, seq: Sequence, token: int) -> None:
+        if seq.forced and seq.forced[0] == token:
+            seq.forced.pop(0)
+        inside = seq.thinking.inside
+        seq.thinking.feed(self.token_bytes(token).decode("utf-8", errors="ignore"))
+        seq.reasoning_tokens += inside
+        self._budget_reasoning(seq)
+
+    def _budget_reasoning(self, seq: Sequence) -> None:
+        """Close the reasoning block once it has used its budget: its close tag comes next."""
+        budget = seq.sampler.params.max_reasoning_tokens
+        if seq.thinking.inside and seq.reasoning_tokens >= budget and not seq.forced:
+            seq.forced = list(self.reasoning_close_ids)
 
     def _retire(self, seq: Sequence, reason: str) -> None:
         self._remove(seq)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .completion import Completion
+from .reasoning import ReasoningSplitter
 from .request import RequestHandle
 from .sampling import SamplerState
 from .text_stream import TextStream
@@ -24,6 +25,9 @@ class Sequence:
     content_ids: list[int] = field(default_factory=list)  # of the leading blocks published to the cache
     logprobs: list[dict] = field(default_factory=list)
     cumulative_logprob: float = 0.0
+    thinking: ReasoningSplitter | None = None  # follows the reasoning block when its length is budgeted
+    reasoning_tokens: int = 0
+    forced: list[int] = field(default_factory=list)  # tokens that come next whatever is sampled (closing the block)
 
     @property
     def generated(self) -> list[int]:

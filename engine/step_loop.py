@@ -32,7 +32,7 @@ class StepLoop:
         self._ids = itertools.count(1)
 
     # ---- callers (any thread)
-    def submit(self, prompt: list[int], params: SamplingParams) -> RequestHandle:
+    def submit(self, prompt: list[int], params: SamplingParams, starts_in_reasoning: bool = False) -> RequestHandle:
         """Queue a checked prompt; raises QueueFullError when `max_waiting` requests already wait."""
         self.scheduler.check_fits(len(prompt))
         with self._lock:
@@ -42,7 +42,7 @@ class StepLoop:
             if waiting >= self.max_waiting:
                 raise QueueFullError(f"{waiting} requests are waiting (limit {self.max_waiting})")
             self._in_inbox += 1
-            handle = RequestHandle(f"req-{next(self._ids)}", list(prompt), params, self.cancel)
+            handle = RequestHandle(f"req-{next(self._ids)}", list(prompt), params, self.cancel, starts_in_reasoning)
         self._post("submit", handle)
         return handle
 

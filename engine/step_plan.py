@@ -19,6 +19,7 @@ class RowPlan:
     start: int  # position of token_ids[0]: how many of the sequence's tokens are already in the pool
     block_table: list[int]  # the sequence's KV blocks, in order
     sampler: SamplerState | None = None  # set when the row's last token is sampled this step
+    forced_token: int | None = None  # the token that comes next instead of a sampled one
 
 
 @dataclass

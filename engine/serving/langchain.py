@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field, create_model
 
 from ..completion import Completion
 from ..core import Engine
+from ..reasoning import ReasoningSplitter, split_reasoning
 from ..sampling import SamplingParams, sampling_knobs
 
 log = logging.getLogger(__name__)
@@ -68,18 +69,25 @@ class _EngineChatModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         if _wants_tokens(run_manager):
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        completion = self.engine.generate([self.prompt_text(messages)], self.sampling_params(stop, **kwargs))[0]
-        return ChatResult(generations=[ChatGeneration(message=_message(completion))])
+        prompt = self.prompt_text(messages)
+        completion = self.engine.generate([prompt], self.sampling_params(stop, **kwargs))[0]
+        return ChatResult(generations=[ChatGeneration(message=self._message(completion, prompt))])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        """Text chunks as the engine decodes; the last, empty chunk carries usage and finish_reason."""
-        handle = self.engine.submit(self.prompt_text(messages), self.sampling_params(stop, **kwargs))
+        """Text chunks as the engine decodes; the last, empty chunk carries usage and finish_reason.
+
+        A reasoning model's thinking streams in `additional_kwargs["reasoning_content"]`, its answer as content.
+        """
+        prompt = self.prompt_text(messages)
+        handle = self.engine.submit(prompt, self.sampling_params(stop, **kwargs))
+        splitter = ReasoningSplitter(self.engine.reasoning_tags, self.engine.reasoning_tags.open_at_end(prompt))
         try:
             for event in handle:
-                if event.index == 0 and event.text:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(event.text))
-                    if run_manager:  # LangChain's own streaming loop passes none and reports tokens itself
+                if event.index == 0 and (event.text or event.finish_reason):
+                    parts = splitter.feed(event.text or "", final=bool(event.finish_reason))
+                    chunk = ChatGenerationChunk(message=_chunk(*parts))
+                    if run_manager and event.text:  # LangChain's own streaming loop passes none and reports tokens itself
                         run_manager.on_llm_new_token(event.text, chunk=chunk)
                     yield chunk
             yield ChatGenerationChunk(message=_last_chunk(handle.result()[0]))
@@ -101,7 +109,15 @@ class _EngineChatModel(BaseChatModel):
             return self._batch_calls(inputs, get_config_list(config, len(inputs)), seeds, return_exceptions, kwargs)
         stop = kwargs.pop("stop", None)
         per_prompt = [self.sampling_params(stop, **{**kwargs, "seed": s}) for s in seeds]
-        return [_message(c) for c in self.engine.generate([self.prompt_text(i) for i in inputs], per_prompt)]
+        prompts = [self.prompt_text(i) for i in inputs]
+        return [self._message(c, p) for c, p in zip(self.engine.generate(prompts, per_prompt), prompts)]
+
+    def _message(self, completion: Completion, prompt: str) -> AIMessage:
+        """The reply; a reasoning model's thinking goes to `additional_kwargs["reasoning_content"]`."""
+        tags = self.engine.reasoning_tags
+        reasoning, answer = split_reasoning(completion.text, tags, tags.open_at_end(prompt))
+        return AIMessage(answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
+                         usage_metadata=_usage(completion), response_metadata=_metadata(completion))
 
     def _batch_calls(self, inputs: list, configs: list, seeds: list, return_exceptions: bool,
                      kwargs: dict) -> list:
@@ -141,8 +157,8 @@ def _metadata(completion: Completion) -> dict:
     return {"finish_reason": completion.finish_reason, "cumulative_logprob": completion.cumulative_logprob}
 
 
-def _message(completion: Completion) -> AIMessage:
-    return AIMessage(completion.text, usage_metadata=_usage(completion), response_metadata=_metadata(completion))
+def _chunk(reasoning: str, answer: str) -> AIMessageChunk:
+    return AIMessageChunk(answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {})
 
 
 def _last_chunk(completion: Completion) -> AIMessageChunk:

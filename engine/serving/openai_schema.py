@@ -83,6 +83,8 @@ class ChatMessage(BaseModel):
 class ChatRequest(_Request):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None
+    reasoning_format: Literal["deepseek", "none"] = "deepseek"  # llama.cpp's: "none" leaves <think> in content
+    max_reasoning_tokens: int | None = None  # close a reasoning model's thinking after this many tokens
     logprobs: bool = False
     top_logprobs: int | None = None
     tools: list | None = None
@@ -149,7 +151,7 @@ def sampling_params(request: _Request, chat: bool, prompt_tokens: int, context: 
         typical_p=request.typical_p, repetition_penalty=request.repetition_penalty,
         frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
         logit_bias=_logit_bias(request.logit_bias), seed=request.seed, max_tokens=max_tokens, stop=stop,
-        n=request.n, logprobs=logprobs,
+        n=request.n, logprobs=logprobs, max_reasoning_tokens=getattr(request, "max_reasoning_tokens", None),
     ).validate(vocab_size)
 
 
@@ -165,10 +167,15 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float]:
 
 
 class Choices:
-    """Events gathered per choice, and OpenAI's shapes of them: stream chunk choices and final choices."""
+    """Events gathered per choice, and OpenAI's shapes of them: stream chunk choices and final choices.
 
-    def __init__(self, count: int, tokens, chat: bool, logprobs: bool):
+    With `splitters` (chat, one per choice) a reasoning model's thinking goes to `reasoning_content`.
+    """
+
+    def __init__(self, count: int, tokens, chat: bool, logprobs: bool, splitters: list | None = None):
         self.tokens, self.chat, self.want_logprobs = tokens, chat, logprobs  # tokens: token_text, token_bytes
+        self.splitters = splitters
+        self.reasoning: list[list[str]] = [[] for _ in range(count)]
         self.text: list[list[str]] = [[] for _ in range(count)]
         self.logprobs: list[list[dict]] = [[] for _ in range(count)]
         self.offsets = [0] * count  # text offset of the next token (legacy completions logprobs)
@@ -179,20 +186,30 @@ class Choices:
         """Record one event; return the stream choices it makes (none when it carries nothing new)."""
         entry = self._logprob(index, event.logprob) if self.want_logprobs and event.logprob else None
         self.counts[index] += event.token_id is not None
-        self.text[index].append(event.text or "")
+        reasoning, text = self._split(index, event)
+        self.reasoning[index].append(reasoning)
+        self.text[index].append(text)
         self.finish[index] = event.finish_reason or self.finish[index]
         if self.chat:
             out = []
-            if event.text or entry:
-                out.append({"index": index, "delta": {"content": event.text or ""},
+            if text or reasoning or entry:
+                delta = {"reasoning_content": reasoning} if reasoning else {}
+                delta = {**delta, "content": text} if text or not reasoning else delta
+                out.append({"index": index, "delta": delta,
                             "logprobs": {"content": [_chat_entry(entry)]} if entry else None, "finish_reason": None})
             if event.finish_reason:
                 out.append({"index": index, "delta": {}, "logprobs": None, "finish_reason": event.finish_reason})
             return out
-        if not (event.text or entry or event.finish_reason):
+        if not (text or entry or event.finish_reason):
             return []
-        return [{"index": index, "text": event.text or "", "logprobs": _legacy([entry]) if entry else None,
+        return [{"index": index, "text": text, "logprobs": _legacy([entry]) if entry else None,
                  "finish_reason": event.finish_reason}]
+
+    def _split(self, index: int, event) -> tuple[str, str]:
+        """(reasoning, answer) text of an event; all answer without a splitter."""
+        if self.splitters is None:
+            return "", event.text or ""
+        return self.splitters[index].feed(event.text or "", final=bool(event.finish_reason))
 
     def role_delta(self, index: int) -> dict:
         return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
@@ -203,8 +220,10 @@ class Choices:
             text, finish = "".join(parts), self.finish[i] or "length"
             if self.chat:
                 logprobs = {"content": [_chat_entry(e) for e in self.logprobs[i]]} if self.want_logprobs else None
-                out.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                            "finish_reason": finish})
+                message = {"role": "assistant", "content": text}
+                if self.splitters is not None:
+                    message["reasoning_content"] = "".join(self.reasoning[i]) or None
+                out.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
             else:
                 logprobs = _legacy(self.logprobs[i]) if self.want_logprobs else None
                 out.append({"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish})

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from ..completion import ContextLengthError, ParamError, check_prompt
 from ..core import Engine
+from ..reasoning import ReasoningSplitter
 from ..request import QueueFullError
 from .openai_schema import (
     APIError,
@@ -80,6 +81,15 @@ class _Service:
                 raise
             raise error from exc
         return handles
+
+    def choices(self, handles: list, request, chat: bool) -> Choices:
+        """Where the request's events are gathered; chat splits a reasoning model's thinking off unless asked not to."""
+        logprobs = (request.logprobs is True) if chat else (request.logprobs is not None)
+        splitters = None
+        if chat and request.reasoning_format != "none":
+            splitters = [ReasoningSplitter(self.engine.reasoning_tags, h.starts_in_reasoning)
+                         for h in handles for _ in range(request.n)]
+        return Choices(len(handles) * request.n, self, chat, logprobs, splitters)
 
     def token_text(self, token_id: int) -> str:
         """A token as OpenAI shows it: its text, or `bytes:\\xNN...` for part of a UTF-8 character."""
@@ -146,17 +156,15 @@ def _drain(handle, offset: int, loop: asyncio.AbstractEventLoop, queue: asyncio.
     post(None)
 
 
-async def _collect(service: _Service, handles: list, n: int, chat: bool, logprobs: bool) -> Choices:
-    choices = Choices(len(handles) * n, service, chat, logprobs)
+async def _collect(choices: Choices, handles: list, n: int) -> Choices:
     async for index, event in _events(handles, n):
         choices.add(index, event)
     return choices
 
 
-async def _sse(service: _Service, handles: list, n: int, head: dict, chat: bool, logprobs: bool,
+async def _sse(choices: Choices, handles: list, n: int, head: dict, chat: bool,
                usage: dict | None) -> AsyncIterator[str]:
     """OpenAI's stream: a chunk per event (chat: a role chunk first, a finish chunk last), usage, [DONE]."""
-    choices = Choices(len(handles) * n, service, chat, logprobs)
     extra = {"usage": None} if usage is not None else {}
     try:
         if chat:
@@ -278,13 +286,13 @@ async def _respond(service: _Service, body, prompts: list[list[int]], chat: bool
     kind = ("chat.completion.chunk" if body.stream else "chat.completion") if chat else "text_completion"
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()),
             "model": service.model_name, **({"system_fingerprint": None} if chat else {})}
-    logprobs = (body.logprobs is True) if chat else (body.logprobs is not None)
+    choices = service.choices(handles, body, chat)
     usage = {"prompt_tokens": sum(len(p) for p in prompts)}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = _sse(service, handles, body.n, head, chat, logprobs, usage if include_usage else None)
+        stream = _sse(choices, handles, body.n, head, chat, usage if include_usage else None)
         return _EventStream(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    choices = await _collect(service, handles, body.n, chat, logprobs)
+    await _collect(choices, handles, body.n)
     return {**head, "choices": choices.final(), "usage": choices.usage(usage["prompt_tokens"])}
 
 

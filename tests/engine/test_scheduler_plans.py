@@ -20,14 +20,18 @@ BS, EOS, CONTEXT = 4, 0, 64
 
 
 class FakeRunner:
-    """Samples `token` for every row that asks, and remembers every plan it was given."""
+    """Samples `token` (or the row's forced token) for every row that asks, and remembers every plan."""
 
     def __init__(self, token: int = 7):
         self.token, self.plans = token, []
 
+    def choose(self, row) -> int:
+        return self.token
+
     def execute(self, plan):
         self.plans.append(plan)
-        return StepOutput({r.seq_id: SampledToken(self.token, -0.5) for r in plan.rows if r.sampler is not None})
+        return StepOutput({r.seq_id: SampledToken(r.forced_token if r.forced_token is not None else self.choose(r), -0.5)
+                           for r in plan.rows if r.sampler is not None})
 
 
 def scheduler(blocks: int = 32, **kw) -> Scheduler:
