@@ -1,7 +1,13 @@
-"""One call to a LangChain chat model, recorded as a trace Step (prompt, completion, tokens, time)."""
+"""One call to a LangChain chat model, recorded as a trace Step (prompt, completion, tokens, time).
+
+A reasoning model's thinking (the backend's `reasoning_content`, or a `<think>…</think>` block
+left in the text) goes to the step's `meta["reasoning"]`; the step's output, which strategies
+parse and score, is the answer alone.
+"""
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from langchain_core.language_models import BaseChatModel
@@ -22,10 +28,31 @@ def _usage(message: AIMessage) -> tuple[int, int]:
     return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
 
 
+# an inline thinking block at the start: "<think>…</think>", or "…</think>" when the prompt opened it
+_THINKING = re.compile(r"\s*(?:<think>)?(.*?)</think>\s*", re.DOTALL)
+
+
+def split_thinking(message: AIMessage) -> tuple[str, str]:
+    """(reasoning, answer) of a reply."""
+    text = str(message.content)
+    reasoning = (message.additional_kwargs or {}).get("reasoning_content")
+    if reasoning:
+        return str(reasoning), text
+    inline = _THINKING.match(text)
+    if inline:
+        return inline.group(1).strip(), text[inline.end():]
+    if text.lstrip().startswith("<think>"):  # cut off while thinking: no answer yet
+        return text.lstrip()[len("<think>"):].strip(), ""
+    return "", text
+
+
 def _step(messages, message: AIMessage, name: str, started: float) -> Step:
     prompt_tokens, completion_tokens = _usage(message)
     meta = {k: v for k, v in (message.response_metadata or {}).items() if k in ("cumulative_logprob", "finish_reason")}
-    return Step(kind="llm", name=name, input=render_messages(messages), output=str(message.content),
+    reasoning, answer = split_thinking(message)
+    if reasoning:
+        meta["reasoning"] = reasoning
+    return Step(kind="llm", name=name, input=render_messages(messages), output=answer,
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                 duration_ms=(time.perf_counter() - started) * 1e3, meta=meta)
 

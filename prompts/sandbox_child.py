@@ -79,7 +79,7 @@ def main() -> None:
         _preload(cfg["allowed_modules"] + cfg["helper_modules"])
         seccomp, landlock = _import_security_libraries(cfg["lib_dirs"])
         layers = _lock_down(cfg, seccomp, landlock)
-    except Exception as exc:  # any failure here must stop the run: never run code half locked down
+    except Exception as exc:  # noqa: BLE001 - any failure here must stop the run: never run code half locked down
         _write_all(fd, _frame({"setup_error": f"{type(exc).__name__}: {exc}"}))
         os._exit(2)
     _write_all(fd, _frame({"layers": layers}))
@@ -259,7 +259,7 @@ def _outcome(source: str, cfg: dict) -> dict:
         return _run(source, cfg)
     except MemoryError:
         return {"status": "memory", "error": _memory_message(cfg)}
-    except BaseException:  # hostile objects (an errno property, a serialiser hook) can make describing them fail
+    except BaseException:  # noqa: BLE001 - hostile objects (an errno property, a serialiser hook) can make describing them fail
         return {"status": "error", "error": "the program's result or exception could not be described"}
 
 
@@ -276,7 +276,7 @@ def _run(source: str, cfg: dict) -> dict:
         if not callable(function):
             return {"status": "error", "error": f"the program defines no function {entry}()"}
         value = function()
-    except BaseException as exc:  # the program may raise anything, SystemExit included: report it all
+    except BaseException as exc:  # noqa: BLE001 - the program may raise anything, SystemExit included: report it all
         return _describe_failure(exc, source, cfg)
     return _encode_value(value, entry, cfg["result_limit"])
 
@@ -327,7 +327,7 @@ def _describe_failure(exc: BaseException, source: str, cfg: dict) -> dict:
 def _safe_str(obj) -> str:
     try:
         text = str(obj)
-    except Exception:  # the program's own __str__ may raise anything
+    except Exception:  # noqa: BLE001 - the program's own __str__ may raise anything
         text = f"<unprintable {type(obj).__name__}>"
     return " ".join(text.split())[:500]
 
@@ -393,7 +393,7 @@ def _finish(fd: int, result: dict, stdout: _CappedWriter, memory_frame: bytes) -
     """Write the result frame and leave at once: no finalizer of the program may run afterwards."""
     try:
         stdout.flush()
-    except Exception:  # the program closed or tampered with its stdout; the result has its own channel
+    except Exception:  # noqa: BLE001 - the program closed or tampered with its stdout; the result has its own channel
         pass
     try:
         payload = result.pop("payload", None)

@@ -45,7 +45,9 @@ def _step_body(step: dict, strategy: str) -> list[str]:
     if kind == "llm":
         prompt = f"<details><summary>prompt</summary>\n\n{fenced(step['input'])}\n\n</details>"
         language = "python" if strategy == "pal" else ""
-        return [prompt, fenced(step["output"], language)]
+        thinking = [f"<details><summary>reasoning</summary>\n\n{fenced(meta['reasoning'])}\n\n</details>"] \
+            if meta.get("reasoning") else []
+        return [prompt, *thinking, fenced(step["output"], language)]
     if kind == "tool" and step.get("name") == "sandbox":
         return _sandbox(step)
     if kind == "tool":

@@ -15,7 +15,7 @@ class ScriptedChatModel(BaseChatModel):
     replies: list[Any] = Field(default_factory=list)  # str, or (str, cumulative_logprob)
     calls: list[dict] = Field(default_factory=list)
 
-    def enqueue(self, *replies) -> "ScriptedChatModel":
+    def enqueue(self, *replies) -> ScriptedChatModel:
         self.replies.extend(replies)
         return self
 

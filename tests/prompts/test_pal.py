@@ -12,7 +12,8 @@ INFO = RunInfo(model_id="scripted", backend="test")
 
 @pytest.mark.parametrize("completion, program", [
     ("\n    return 2 + 3\n", "def solution():\n    return 2 + 3\n"),
-    ("```python\ndef solution():\n    x = 4\n    return x * 2\n```\nThis returns 8.", "def solution():\n    x = 4\n    return x * 2\n"),
+    ("```python\ndef solution():\n    x = 4\n    return x * 2\n```\nThis returns 8.",
+     "def solution():\n    x = 4\n    return x * 2\n"),
     ("\n    a = 1\n\n    return a\nThe result is 1.", "def solution():\n    a = 1\n\n    return a\n"),
     ("def solution():\n    return 7\n", "def solution():\n    return 7\n"),
 ])

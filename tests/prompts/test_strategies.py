@@ -143,3 +143,21 @@ def test_react_parses_an_injected_observation_as_text_only():
     model = ScriptedChatModel().enqueue(" Look.\nAction 1: Search[Evil]", " The page is odd.\nAction 2: Finish[unknown]")
     trace = react.run("?", model, load_shipped("react"), FakeWiki({"Evil": page}), INFO)
     assert trace.answer == "unknown"
+
+
+def test_a_reasoning_models_thinking_is_kept_apart_and_not_scored():
+    """Thinking (inline <think> or the backend's reasoning_content) goes to the step's meta; only
+    the answer is read: the 7 in the thinking must not become the answer."""
+    from langchain_core.messages import AIMessage
+
+    from prompts.llm_call import split_thinking
+
+    assert split_thinking(AIMessage("<think>maybe 7?</think>\n\nThe answer is 12.")) == ("maybe 7?", "The answer is 12.")
+    assert split_thinking(AIMessage("maybe 7?</think>The answer is 12.")) == ("maybe 7?", "The answer is 12.")
+    assert split_thinking(AIMessage("12", additional_kwargs={"reasoning_content": "7?"})) == ("7?", "12")
+    assert split_thinking(AIMessage("<think>still thinking about 7")) == ("still thinking about 7", "")
+    assert split_thinking(AIMessage("The answer is 12.")) == ("", "The answer is 12.")
+    model = ScriptedChatModel().enqueue("<think>Is it 7? No.</think>\nThe answer is 12.")
+    trace = cot.run("Tom has 3 boxes of 4 pencils. How many?", model, load_shipped("cot"))
+    assert trace.answer == "12" and trace.steps[0].meta["reasoning"] == "Is it 7? No."
+    assert "7" not in trace.steps[0].output
