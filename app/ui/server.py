@@ -5,7 +5,7 @@ import logging
 
 import gradio as gr
 
-from engine.server import is_loopback
+from engine.serving.server import is_loopback
 
 from ..settings import Settings
 from . import batch_page, chat, history, model_page, templates_page
