@@ -47,7 +47,7 @@ def engine_chat_model(engine, sampling: dict, fingerprint: str | None = None) ->
 
     `fingerprint` is the weights file's, when the caller computed it once (`model_fingerprint`).
     """
-    from engine.sampling import sampling_knobs
+    from engine.sampling_params import sampling_knobs
     from engine.serving.langchain import EngineChatModel
 
     knobs = set(sampling_knobs())

@@ -18,6 +18,7 @@ from .cli_options import (
     MODEL_OPTION,
     sampling_options,
 )
+from .cli_perplexity import perplexity
 from .cli_records import runs, templates, wiki
 from .runner import STRATEGIES
 from .settings import Settings
@@ -294,7 +295,7 @@ def serve(ctx, host, port, api_key, model_path, device, dtype):
         engine.close()
 
 
-for command in (runs, templates, wiki, bench):
+for command in (runs, templates, wiki, bench, perplexity):
     cli.add_command(command)
 
 

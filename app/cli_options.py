@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from engine.sampling import sampling_knobs
+from engine.sampling_params import sampling_knobs
 
 from .backends import BACKENDS
 

@@ -16,6 +16,7 @@ from .kv_pool import BlockPool, PoolExhausted
 from .loader import build_transformer, default_model_path, describe_gguf, model_args, resident_bytes
 from .model import ModelArgs
 from .model_runner import ModelRunner, score_tokens
+from .perplexity import Perplexity, perplexity
 from .reasoning import ReasoningTags
 from .request import RequestHandle
 from .sampling import SamplingParams
@@ -122,6 +123,13 @@ class Engine:
             return COMPUTE.call(score_tokens, self.model, self.pool, list(token_ids)).cpu()
         except PoolExhausted as exc:
             raise RuntimeError(f"the KV pool is busy with running requests ({exc}); retry when they finish") from exc
+
+    def perplexity(self, text: str, ctx: int = 512, progress=None) -> Perplexity:
+        """Perplexity of `text` in windows of `ctx` tokens, the `llama-perplexity` way (see perplexity.py)."""
+        if not 4 <= ctx <= self.args.max_seq_len:
+            raise ValueError(f"ctx must be between 4 and the model's context ({self.args.max_seq_len}), got {ctx}")
+        bos = self.tokenizer.bos_id if self.tokenizer.add_bos else None
+        return perplexity(self.logits, self.tokenizer.encode(text), ctx, bos, progress)
 
     def generate(self, prompts: list[str] | str, params: SamplingParams | list[SamplingParams] | None = None, *,
                  max_tokens: int | None = None, stop: list[str] | None = None) -> list[Completion]:

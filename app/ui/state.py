@@ -7,7 +7,7 @@ import threading
 import typing
 from dataclasses import dataclass, field
 
-from engine.sampling import SamplingParams, sampling_knobs
+from engine.sampling_params import SamplingParams, sampling_knobs
 from prompts.template import PromptTemplate
 from prompts.trace import RunInfo, Trace
 
