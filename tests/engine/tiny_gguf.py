@@ -151,3 +151,31 @@ def write_tiny_llama(path: Path, vocab: tuple[list[str], list[float], list[int]]
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_bpe_vocab(path: Path, tokens: list[str], token_types: list[int], merges: list[str], pre: str | None,
+                    add_bos: bool | None = None, shape: TinyShape = TinyShape()) -> Path:
+    """A tensor-less LLaMA GGUF with a `gpt2` BPE vocabulary: enough for tokenizers and vocab-only loads."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(shape.context)
+    writer.add_embedding_length(shape.dim)
+    writer.add_block_count(shape.n_layers)
+    writer.add_feed_forward_length(shape.hidden_dim)
+    writer.add_head_count(shape.n_heads)
+    writer.add_head_count_kv(shape.n_kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    if pre is not None:
+        writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(token_types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    if add_bos is not None:
+        writer.add_add_bos_token(add_bos)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
