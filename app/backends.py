@@ -42,16 +42,19 @@ def chat_model(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     return engine_chat_model(engine, choice.sampling)
 
 
-def engine_chat_model(engine, sampling: dict, fingerprint: str | None = None) -> tuple[BaseChatModel, RunInfo]:
+def engine_chat_model(engine, sampling: dict, fingerprint: str | None = None,
+                      logprobs: int | None = None) -> tuple[BaseChatModel, RunInfo]:
     """A chat model over an already-loaded engine with these sampling settings (None: the default), and its RunInfo.
 
-    `fingerprint` is the weights file's, when the caller computed it once (`model_fingerprint`).
+    `fingerprint` is the weights file's, when the caller computed it once (`model_fingerprint`);
+    `logprobs` asks for each token's log-probability and that many alternatives (the web app's trace shows them).
     """
     from engine.sampling_params import sampling_knobs
     from engine.serving.langchain import EngineChatModel
 
     knobs = set(sampling_knobs())
-    model = EngineChatModel(engine=engine, **{k: v for k, v in sampling.items() if k in knobs and v is not None})
+    model = EngineChatModel(engine=engine, logprobs=logprobs,
+                            **{k: v for k, v in sampling.items() if k in knobs and v is not None})
     return model, RunInfo(model_id=engine.info["name"], backend="engine", sampling=model.sampling_params().__dict__,
                           model_hash=fingerprint or model_fingerprint(engine.path))
 

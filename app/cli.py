@@ -72,7 +72,7 @@ def generate(ctx, prompt, model_path, device, dtype, max_tokens, stop, chat):
 @click.argument("question")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="cot", show_default=True)
 @click.option("--template", "template_name", default=None,
-              help="NAME or NAME@VERSION (default: the strategy's own template, latest version).")
+              help="NAME or NAME@VERSION (default: the strategy's own template, its promoted version, else 1).")
 @click.option("--self-consistency", "self_consistency", type=click.IntRange(min=1), default=1, show_default=True,
               help="Sample K answers at temperature 0.7 and vote (cot, pal).")
 @click.option("--wiki", type=click.Choice(["auto", "offline", "live"]), default="auto", show_default=True,

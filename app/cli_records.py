@@ -88,23 +88,25 @@ def runs_delete(ctx, run_id):
 
 @click.group()
 def templates():
-    """Prompt templates: shipped ones are version 1; saved edits become 2, 3, …"""
+    """Prompt templates: shipped ones are version 1; saved edits become 2, 3, …; `promote` picks the default."""
 
 
 @templates.command("list")
 @click.pass_context
 def templates_list(ctx):
-    """Every template with its versions."""
+    """Every template with its versions; * marks the default (the version that runs when none is named)."""
     from prompts.template import shipped_template_names
 
     from .store import Store
-    from .templates import sync_shipped
+    from .templates import default_version, sync_shipped
 
     store = Store.open(ctx.obj)
     sync_shipped(store)
     for name in shipped_template_names():
-        versions = store.template_versions(name)
-        click.echo(f"{name:<16} " + ", ".join(f"v{v['version']}" + (f" ({v['note']})" if v["note"] else "") for v in versions))
+        default = default_version(store, name)
+        click.echo(f"{name:<16} " + ", ".join(f"v{v['version']}" + ("*" if v["version"] == default else "") +
+                                             (f" ({v['note']})" if v["note"] else "")
+                                             for v in store.template_versions(name)))
 
 
 @templates.command("show")
@@ -141,7 +143,25 @@ def templates_save(ctx, name, yaml_file, note):
         version = save_template(Store.open(ctx.obj), name, yaml_file.read(), note)
     except TemplateError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"saved {name}@{version}")
+    click.echo(f"saved {name}@{version} (runs use it when named; `reason templates promote {name}@{version}` "
+               f"makes it the default)")
+
+
+@templates.command("promote")
+@click.argument("spec")
+@click.pass_context
+def templates_promote(ctx, spec):
+    """Make NAME@VERSION the version that runs when no version is named."""
+    from prompts.template import TemplateError
+
+    from .store import Store
+    from .templates import promote_template
+
+    try:
+        name, version = promote_template(Store.open(ctx.obj), spec)
+    except TemplateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name}@{version} is now the default for {name}")
 
 
 @click.group()

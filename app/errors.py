@@ -5,14 +5,14 @@ import functools
 
 
 class RunStopped(Exception):
-    """Raised inside a model call after the user pressed Stop."""
+    """Raised inside a model call after the user pressed Stop; the run ends `stopped`, not `error`."""
 
 
 @functools.cache
 def user_errors() -> tuple[type[BaseException], ...]:
     """What a user can cause: a bad template, parameter or file, an unreachable or failing server, a full queue, Stop.
 
-    A run that ends in one of these is stored as an `error` run and not raised; anything else is a bug,
+    A run that ends in one of these is stored as an `error` run (Stop: `stopped`) and not raised; anything else is a bug,
     stored too, then raised. Built on first use (in an `except` clause, only once something was raised),
     so a command that never fails never imports the HTTP clients or the engine.
     """

@@ -13,10 +13,10 @@ from langchain_core.language_models import BaseChatModel
 
 from prompts import cot, direct, pal, react
 from prompts.scoring import score
-from prompts.template import PromptTemplate, TemplateError, load_shipped
+from prompts.template import PromptTemplate, TemplateError, Turns, load_shipped
 from prompts.trace import RunInfo, Trace
 
-from .errors import user_errors
+from .errors import RunStopped, user_errors
 
 if TYPE_CHECKING:
     from .store import Store
@@ -50,11 +50,12 @@ def record_run(store: Store, question: str, strategy: str, model: BaseChatModel,
                template: PromptTemplate | None = None, options: StrategyOptions = DEFAULT_OPTIONS,
                wiki_tool: Callable[[], object] | None = None, *, expected: str | None = None,
                batch_id: str | None = None, question_id: str | None = None, run_id: str | None = None,
-               live: LiveRun | None = None) -> Recorded:
+               live: LiveRun | None = None, history: Turns = ()) -> Recorded:
     """Start a run, answer it, score it against `expected`, finish it; `run_id` completes a run left `running`.
 
+    `history`: the conversation's earlier (question, answer) turns, which the prompt carries before the question.
     A failure the user caused is stored in the run; a bug is stored as an `error` run, then raised.
-    With a LiveRun the model streams into it, its Stop ends the run, and the run keeps the steps done.
+    With a LiveRun the model streams into it, its Stop ends the run (`stopped`), and the run keeps the steps done.
     """
     template = checked_template(strategy, template)
     if live is not None:
@@ -64,7 +65,7 @@ def record_run(store: Store, question: str, strategy: str, model: BaseChatModel,
         backend=info.backend, sampling=info.sampling, model_hash=info.model_hash, template_name=template.name,
         template_version=template.version)
     try:
-        trace = run_question(strategy, question, model, info, template, options, wiki_tool)
+        trace = run_question(strategy, question, model, info, template, options, wiki_tool, history)
     except Exception as exc:
         store.fail_run(run_id, f"{type(exc).__name__}: {exc}")  # stored honestly, then the bug surfaces
         raise
@@ -87,28 +88,32 @@ def checked_template(strategy: str, template: PromptTemplate | None) -> PromptTe
 
 
 def run_question(strategy: str, question: str, model: BaseChatModel, info: RunInfo, template: PromptTemplate | None = None,
-                 options: StrategyOptions = DEFAULT_OPTIONS, wiki_tool: Callable[[], object] | None = None) -> Trace:
-    """Answer `question` with `strategy`; a failure the user caused ends the trace as an error, a bug is raised."""
+                 options: StrategyOptions = DEFAULT_OPTIONS, wiki_tool: Callable[[], object] | None = None,
+                 history: Turns = ()) -> Trace:
+    """Answer `question` with `strategy`; a failure the user caused ends the trace as an error (a Stop as
+    `stopped`), a bug is raised."""
     template = checked_template(strategy, template)
     try:
-        return _run(strategy, question, model, info, template, options, wiki_tool)
+        return _run(strategy, question, model, info, template, options, wiki_tool, tuple(history))
+    except RunStopped as exc:
+        return info.new_trace(question, strategy, template, history).finish(None, error=str(exc), stopped=True)
     except user_errors() as exc:
         log.warning("%s run failed: %s: %s", strategy, type(exc).__name__, exc)
-        trace = info.new_trace(question, strategy, template)
+        trace = info.new_trace(question, strategy, template, history)
         return trace.finish(None, error=f"{type(exc).__name__}: {exc}")
 
 
-def _run(strategy, question, model, info, template, options, wiki_tool) -> Trace:
+def _run(strategy, question, model, info, template, options, wiki_tool, history) -> Trace:
     k, temperature = options.self_consistency, options.sc_temperature
     if strategy == "direct":
-        return direct.run(question, model, template, info)
+        return direct.run(question, model, template, info, history=history)
     if strategy == "cot":
-        return cot.run(question, model, template, info, self_consistency=k, temperature=temperature)
+        return cot.run(question, model, template, info, self_consistency=k, temperature=temperature, history=history)
     if strategy == "pal":
         return pal.run(question, model, template, info, fix_errors=options.fix_errors, self_consistency=k,
-                       temperature=temperature, timeout_s=options.timeout_s)
+                       temperature=temperature, timeout_s=options.timeout_s, history=history)
     if wiki_tool is None:
         raise ValueError("the react strategy needs a Wikipedia tool")
     fallback = load_shipped("cot") if options.react_fallback else None
     return react.run(question, model, template, wiki_tool(), info, max_steps=options.max_steps,
-                     fallback_template=fallback, fallback_k=max(k, 3))
+                     fallback_template=fallback, fallback_k=max(k, 3), history=history)

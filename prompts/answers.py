@@ -40,11 +40,8 @@ def _vote_key(answer: str) -> str | float:
     return answer if value is None else float(f"{value:.{_VOTE_DIGITS}g}")
 
 
-def majority_vote(answers: list[str | None], logprobs: list[float]) -> tuple[str | None, dict[str, int]]:
-    """The most frequent answer; ties go to the answer whose samples have the highest summed log-probability.
-
-    Numerically equal answers count together, under the spelling that came first.
-    """
+def _tally(answers: list[str | None], logprobs: list[float]):
+    """(spelling, counts, summed logprob) by vote key: numerically equal answers under the spelling that came first."""
     spelling: dict[str | float, str] = {}
     counts: dict[str | float, int] = {}
     mass: dict[str | float, float] = {}
@@ -54,7 +51,22 @@ def majority_vote(answers: list[str | None], logprobs: list[float]) -> tuple[str
             spelling.setdefault(key, answer)
             counts[key] = counts.get(key, 0) + 1
             mass[key] = mass.get(key, 0.0) + logprob
+    return spelling, counts, mass
+
+
+def majority_vote(answers: list[str | None], logprobs: list[float]) -> tuple[str | None, dict[str, int]]:
+    """The most frequent answer; ties go to the answer whose samples have the highest summed log-probability.
+
+    Numerically equal answers count together, under the spelling that came first.
+    """
+    spelling, counts, mass = _tally(answers, logprobs)
     if not counts:
         return None, {}
     best = max(counts, key=lambda k: (counts[k], mass[k]))
     return spelling[best], {spelling[k]: n for k, n in counts.items()}
+
+
+def vote_mass(answers: list[str | None], logprobs: list[float]) -> dict[str, float]:
+    """Each voted answer's summed log-probability (what breaks a tie), keyed as majority_vote's counts."""
+    spelling, _, mass = _tally(answers, logprobs)
+    return {spelling[k]: round(m, 4) for k, m in mass.items()}

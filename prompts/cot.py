@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
 
-from .answers import extract_answer, majority_vote
+from .answers import extract_answer, majority_vote, vote_mass
 from .llm_call import call_model, sample_model
-from .template import PromptTemplate
+from .template import PromptTemplate, Turns
 from .trace import RunInfo, Step, Trace
 
 
 def run(question: str, model: BaseChatModel, template: PromptTemplate, info: RunInfo = RunInfo(),
-        self_consistency: int = 1, temperature: float = 0.7) -> Trace:
-    """CoT with one greedy path, or majority vote over `self_consistency` sampled paths."""
-    trace = info.new_trace(question, "cot", template)
-    messages = template.render(question)
+        self_consistency: int = 1, temperature: float = 0.7, history: Turns = ()) -> Trace:
+    """CoT with one greedy path, or majority vote over `self_consistency` sampled paths (after `history`)."""
+    trace = info.new_trace(question, "cot", template, history)
+    messages = template.render(question, history)
     if self_consistency <= 1:
         step = trace.add(call_model(model, messages, "reasoning"))
         return trace.finish(extract_answer(step.output))
@@ -29,9 +29,10 @@ def run(question: str, model: BaseChatModel, template: PromptTemplate, info: Run
 
 
 def vote(trace: Trace, answers: list[str | None], steps: list[Step]) -> str | None:
-    """Majority answer over samples, recorded as a `vote` step."""
+    """Majority answer over samples, recorded as a `vote` step (with each answer's summed log-probability,
+    which decides a tie)."""
     logprobs = [float(s.meta.get("cumulative_logprob", 0.0)) for s in steps]
     winner, counts = majority_vote(answers, logprobs)
     trace.add(Step(kind="vote", name="majority vote", input=repr(answers), output=str(winner),
-                   meta={"counts": counts, "logprobs": logprobs}))
+                   meta={"counts": counts, "logprobs": logprobs, "mass": vote_mass(answers, logprobs)}))
     return winner

@@ -5,14 +5,17 @@ from langchain_core.language_models import BaseChatModel
 
 from .answers import extract_answer, first_line
 from .llm_call import call_model
-from .template import PromptTemplate
+from .template import PromptTemplate, Turns
 from .trace import RunInfo, Trace
 
 
-def run(question: str, model: BaseChatModel, template: PromptTemplate, info: RunInfo = RunInfo()) -> Trace:
-    """One call; the answer is the reply's first line (or the number in it, when there is one)."""
-    trace = info.new_trace(question, "direct", template)
-    messages = template.render(question)
+def run(question: str, model: BaseChatModel, template: PromptTemplate, info: RunInfo = RunInfo(),
+        history: Turns = ()) -> Trace:
+    """One call; the answer is the reply's first line (or the number in it, when there is one).
+
+    `history`: the conversation's earlier (question, answer) turns, sent before the question."""
+    trace = info.new_trace(question, "direct", template, history)
+    messages = template.render(question, history)
     step = trace.add(call_model(model, messages, "answer", stop=["\n\n"]))
     line = first_line(step.output)
     return trace.finish(extract_answer(line) if line and any(c.isdigit() for c in line) else line)

@@ -2,14 +2,17 @@
 
 A reasoning model's thinking (the backend's `reasoning_content`, or a `<think>…</think>` block
 left in the text) goes to the step's `meta["reasoning"]`; the step's output, which strategies
-parse and score, is the answer alone.
+parse and score, is the answer alone. Per-token log-probabilities, when the backend returns them
+(OpenAI's `logprobs.content` shape), go to `meta["logprobs"]` as [token, logprob, [[alt, logprob], …]].
 """
 from __future__ import annotations
 
 import logging
 import re
 import time
+from uuid import UUID
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
@@ -46,12 +49,25 @@ def split_thinking(message: AIMessage) -> tuple[str, str]:
     return "", text
 
 
+def token_logprobs(message: AIMessage) -> list | None:
+    """[token, logprob, [[alternative, logprob], …]] per generated token, or None when the backend sent none."""
+    content = ((message.response_metadata or {}).get("logprobs") or {}).get("content")
+    if not content:
+        return None
+    return [[entry["token"], round(float(entry["logprob"]), 4),
+             [[alt["token"], round(float(alt["logprob"]), 4)] for alt in entry.get("top_logprobs") or ()]]
+            for entry in content]
+
+
 def _step(messages, message: AIMessage, name: str, started: float) -> Step:
     prompt_tokens, completion_tokens = _usage(message)
     meta = {k: v for k, v in (message.response_metadata or {}).items() if k in ("cumulative_logprob", "finish_reason")}
     reasoning, answer = split_thinking(message)
     if reasoning:
         meta["reasoning"] = reasoning
+    logprobs = token_logprobs(message)
+    if logprobs:
+        meta["logprobs"] = logprobs
     return Step(kind="llm", name=name, input=render_messages(messages), output=answer,
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                 duration_ms=(time.perf_counter() - started) * 1e3, meta=meta)
@@ -65,10 +81,32 @@ def call_model(model: BaseChatModel, messages: list[BaseMessage], name: str, sto
     return _step(messages, message, name, started)
 
 
+class _CallTimes(BaseCallbackHandler):
+    """When each model call of a batch ended, by LangChain run id (a reply's id names its run)."""
+
+    def __init__(self):
+        self.ended: dict[str, float] = {}
+
+    def on_llm_end(self, response, *, run_id: UUID, **kwargs) -> None:
+        self.ended[str(run_id)] = time.perf_counter()
+
+    def seconds(self, reply: AIMessage, started: float) -> float | None:
+        ended = next((t for run, t in self.ended.items() if run in (reply.id or "")), None)
+        return None if ended is None else ended - started
+
+
 def sample_model(model: BaseChatModel, messages: list[BaseMessage], k: int, name: str, stop: list[str] | None = None,
                  **kwargs) -> list[Step]:
-    """k independent completions of the same prompt, sent together (LangChain's batch call)."""
-    started = time.perf_counter()
-    config_kwargs = {"stop": stop, **kwargs}
-    replies = model.batch([messages] * k, **config_kwargs)
-    return [_step(messages, reply, f"{name} {i + 1}/{k}", started) for i, reply in enumerate(replies)]
+    """k independent completions of the same prompt, sent together (LangChain's batch call).
+
+    They start together; each step's duration is its own path's (a short path ends first)."""
+    started, started_at, times = time.perf_counter(), round(time.time(), 3), _CallTimes()
+    replies = model.batch([messages] * k, config={"callbacks": [times]}, stop=stop, **kwargs)
+    steps = []
+    for i, reply in enumerate(replies):
+        step = _step(messages, reply, f"{name} {i + 1}/{k}", started)
+        own = times.seconds(reply, started)
+        step.duration_ms = step.duration_ms if own is None else own * 1e3
+        step.meta["started_at"] = started_at
+        steps.append(step)
+    return steps

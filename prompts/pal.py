@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from .cot import vote
 from .llm_call import call_model, sample_model
 from .sandbox import run_program
-from .template import PromptTemplate
+from .template import PromptTemplate, Turns
 from .trace import RunInfo, Step, Trace
 
 FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.DOTALL)
@@ -65,10 +65,11 @@ def _fix_messages(messages: list[BaseMessage], program: str, error: str, prefix:
 
 
 def run(question: str, model: BaseChatModel, template: PromptTemplate, info: RunInfo = RunInfo(),
-        fix_errors: bool = True, self_consistency: int = 1, temperature: float = 0.7, timeout_s: float = 5.0) -> Trace:
-    """PAL with one greedy program (optionally fixed once), or a vote over sampled programs."""
-    trace = info.new_trace(question, "pal", template)
-    messages, prefix = template.render(question), template.assistant_prefix
+        fix_errors: bool = True, self_consistency: int = 1, temperature: float = 0.7, timeout_s: float = 5.0,
+        history: Turns = ()) -> Trace:
+    """PAL with one greedy program (optionally fixed once), or a vote over sampled programs (after `history`)."""
+    trace = info.new_trace(question, "pal", template, history)
+    messages, prefix = template.render(question, history), template.assistant_prefix
     if self_consistency > 1:
         steps = sample_model(model, messages, self_consistency, "program", stop=STOP, temperature=temperature)
         answers = []

@@ -9,6 +9,7 @@ ReAct -> CoT-SC setting).
 from __future__ import annotations
 
 import re
+import time
 from typing import Protocol
 
 from langchain_core.language_models import BaseChatModel
@@ -16,7 +17,7 @@ from langchain_core.messages import AIMessage
 
 from . import cot
 from .llm_call import call_model
-from .template import PromptTemplate
+from .template import PromptTemplate, Turns
 from .trace import RunInfo, Step, Trace
 
 ACTION = re.compile(r"Action\s*\d*\s*:\s*(Search|Lookup|Finish)\s*\[(.*?)\]", re.IGNORECASE | re.DOTALL)
@@ -59,8 +60,10 @@ class _Episode:
             self.trace.add(Step(kind="tool", name=action.lower(), input=argument, output=observation, meta={"repeated": True}))
         else:
             self.seen.add(key)
-            step = self.trace.add(Step(kind="tool", name=action.lower(), input=argument))
+            step = self.trace.add(Step(kind="tool", name=action.lower(), input=argument))  # shown while it runs
+            started = time.perf_counter()
             step.output = _observe(self.tool, action, argument, self.budget)
+            step.duration_ms = (time.perf_counter() - started) * 1e3
             observation = step.output
         self.scratchpad += f"Thought {i}: {thought}\nAction {i}: {action}[{argument}]\nObservation {i}: {observation}\n"
 
@@ -74,10 +77,12 @@ def _next_step(model, messages, episode: _Episode, i: int, forced: str = "") -> 
 
 
 def run(question: str, model: BaseChatModel, template: PromptTemplate, tool: Tool, info: RunInfo = RunInfo(),
-        max_steps: int = 7, fallback_template: PromptTemplate | None = None, fallback_k: int = 5) -> Trace:
-    """The ReAct loop; `fallback_template` (a CoT template) answers by self-consistency when Finish never comes."""
-    trace = info.new_trace(question, "react", template)
-    messages = template.render(question)
+        max_steps: int = 7, fallback_template: PromptTemplate | None = None, fallback_k: int = 5,
+        history: Turns = ()) -> Trace:
+    """The ReAct loop after `history`; `fallback_template` (a CoT template) answers by self-consistency
+    when Finish never comes."""
+    trace = info.new_trace(question, "react", template, history)
+    messages = template.render(question, history)
     extra = template.extra
     episode = _Episode(trace, tool, int(extra.get("observation_budget", 600)), int(extra.get("step_max_tokens", 160)))
     for i in range(1, max_steps + 1):
@@ -92,7 +97,7 @@ def run(question: str, model: BaseChatModel, template: PromptTemplate, tool: Too
         if action == "Finish":
             return _finish(trace, episode, argument or None)
         episode.act(i, thought, action, argument)
-    return _fallback(trace, episode, question, model, info, fallback_template, fallback_k)
+    return _fallback(trace, episode, question, model, info, fallback_template, fallback_k, history)
 
 
 def _finish(trace: Trace, episode: _Episode, answer: str | None) -> Trace:
@@ -100,10 +105,10 @@ def _finish(trace: Trace, episode: _Episode, answer: str | None) -> Trace:
     return trace.finish(answer)
 
 
-def _fallback(trace, episode, question, model, info, template, k) -> Trace:
+def _fallback(trace, episode, question, model, info, template, k, history) -> Trace:
     if template is None:
         return _finish(trace, episode, None)
-    backup = cot.run(question, model, template, info, self_consistency=k)
+    backup = cot.run(question, model, template, info, self_consistency=k, history=history)
     for step in backup.steps:
         step.meta["fallback"] = "cot-sc"
         trace.add(step)

@@ -2,10 +2,13 @@
 
 A template has a name, a version, a system message, few-shot exemplars (user/assistant pairs),
 a user turn with a `{question}` slot and an optional assistant prefix the model continues from.
+A conversation's earlier turns go between the exemplars and the new question, each question in
+the user turn's wording, so a follow-up is read in its context.
 """
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 
@@ -17,6 +20,9 @@ REQUIRED_SLOTS = {"question"}
 
 class TemplateError(ValueError):
     pass
+
+
+Turns = Sequence[tuple[str, str]]  # a conversation's earlier (question, answer) pairs, oldest first
 
 
 @dataclass(frozen=True)
@@ -31,13 +37,16 @@ class PromptTemplate:
     description: str = ""
     extra: dict = field(default_factory=dict)  # strategy-specific settings (e.g. ReAct's stop words)
 
-    def render(self, question: str) -> list[BaseMessage]:
-        """Chat messages for a question; a trailing AIMessage is a prefix to continue."""
+    def render(self, question: str, history: Turns = ()) -> list[BaseMessage]:
+        """Chat messages for a question after the conversation's earlier (question, answer) turns;
+        a trailing AIMessage is a prefix to continue."""
         if not isinstance(question, str) or not question.strip():
             raise TemplateError("the question is empty")
         messages: list[BaseMessage] = [SystemMessage(self.system)] if self.system.strip() else []
         for user, assistant in self.examples:
             messages += [HumanMessage(user), AIMessage(assistant)]
+        for earlier, answer in history:
+            messages += [HumanMessage(_fill(self.user, question=earlier)), AIMessage(answer)]
         messages.append(HumanMessage(_fill(self.user, question=question)))
         if self.assistant_prefix:
             messages.append(AIMessage(self.assistant_prefix))

@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 # How a run can end: Trace.finish sets one; the store adds `running` for a run not yet finished.
+# `stopped`: the person stopped it (the steps done and the cut-off call's text are kept).
 # A new status also needs a store migration (the run table CHECKs its status).
-STATUSES = ("ok", "no_answer", "error")
+STATUSES = ("ok", "no_answer", "error", "stopped")
 
 
 @dataclass
@@ -20,7 +21,9 @@ class Step:
     completion_tokens: int = 0
     duration_ms: float = 0.0
     error: str | None = None
-    meta: dict = field(default_factory=dict)  # e.g. a sample's log-probability, vote counts
+    # e.g. a sample's log-probability, vote counts, "started_at" (epoch s, for the timing waterfall),
+    # "logprobs" ([token, logprob, [[alternative, logprob], …]] per generated token), "reasoning"
+    meta: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -42,14 +45,19 @@ class Trace:
     _t0: float = field(default_factory=time.perf_counter, repr=False)
 
     def add(self, step: Step) -> Step:
+        """Append a step; one added when it ended (its duration known) started that long ago."""
+        step.meta.setdefault("started_at", round(time.time() - step.duration_ms / 1e3, 3))
         self.steps.append(step)
         return step
 
-    def finish(self, answer: str | None, error: str | None = None) -> Trace:
-        """Set the final answer and status (ok / no_answer / error) and the total duration."""
+    def finish(self, answer: str | None, error: str | None = None, stopped: bool = False) -> Trace:
+        """Set the final answer, the status (ok / no_answer / error, or stopped by the person) and the duration."""
         self.answer = answer if answer not in ("",) else None
         self.error = error
-        self.status = "error" if error else ("ok" if self.answer is not None else "no_answer")
+        if stopped:
+            self.status = "stopped"
+        else:
+            self.status = "error" if error else ("ok" if self.answer is not None else "no_answer")
         self.duration_ms = (time.perf_counter() - self._t0) * 1e3
         return self
 
@@ -76,7 +84,11 @@ class RunInfo:
     sampling: dict = field(default_factory=dict)
     model_hash: str = ""  # identifies the exact weights file, when there is one
 
-    def new_trace(self, question: str, strategy: str, template) -> Trace:
-        return Trace(question=question, strategy=strategy, template_name=template.name,
-                     template_version=template.version, model_id=self.model_id, backend=self.backend,
-                     sampling=dict(self.sampling))
+    def new_trace(self, question: str, strategy: str, template, history=()) -> Trace:
+        """A trace for this question; `history` (the earlier turns it follows) is counted in its counters."""
+        trace = Trace(question=question, strategy=strategy, template_name=template.name,
+                      template_version=template.version, model_id=self.model_id, backend=self.backend,
+                      sampling=dict(self.sampling))
+        if history:
+            trace.counters["earlier_turns"] = len(history)
+        return trace

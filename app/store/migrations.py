@@ -6,7 +6,9 @@ SQLModel classes in models.py then follow it, and the schema test holds the two 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
@@ -116,11 +118,68 @@ def m002_run_fts(conn: sa.Connection) -> None:
     ))
 
 
+def rebuilds_tables(migration: Callable) -> Callable:
+    """Mark a migration that rebuilds a table: it runs with foreign keys off, or dropping the old table
+    would cascade into the rows that reference it (SQLite's 12-step procedure, step 1)."""
+    migration.foreign_keys_off = True
+    return migration
+
+
+def _rebuild_table(conn: sa.Connection, table: str, create_sql: str) -> None:
+    """Replace `table` by one made with `create_sql`, keeping its rows, indexes and triggers.
+
+    SQLite cannot alter a CHECK: a new table is filled, the old one dropped, the new one renamed,
+    and the indexes and triggers that went with the old table are made again.
+    """
+    kept = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger') "
+                                "AND sql IS NOT NULL", (table,)).scalars().all()
+    columns = ", ".join(row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})"))
+    conn.exec_driver_sql(create_sql.replace(f"CREATE TABLE {table} (", f"CREATE TABLE {table}_new (", 1))
+    conn.exec_driver_sql(f"INSERT INTO {table}_new ({columns}) SELECT {columns} FROM {table}")
+    conn.exec_driver_sql(f"DROP TABLE {table}")
+    conn.exec_driver_sql(f"ALTER TABLE {table}_new RENAME TO {table}")
+    _execute(conn, kept)
+    if conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+        raise RuntimeError(f"rebuilding {table} broke a foreign key")
+
+
+@rebuilds_tables
+def m003_run_status_stopped(conn: sa.Connection) -> None:
+    """A run can end `stopped` (the person pressed Stop): the run table's status CHECK allows it."""
+    create = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'run'").scalar_one()
+    create, changed = re.subn(r"CHECK \(status IN \([^)]*\)\)",
+                              "CHECK (status IN ('running', 'ok', 'no_answer', 'error', 'stopped'))", create)
+    if changed != 1:
+        raise RuntimeError("the run table's status CHECK was not found")
+    _rebuild_table(conn, "run", create)
+    conn.exec_driver_sql("INSERT INTO run_fts (run_fts) VALUES ('integrity-check')")  # the search index still fits
+
+
+def m004_template_default(conn: sa.Connection) -> None:
+    """The version of each template that runs when none is named, set by promoting one.
+
+    A template without a row runs version 1 (the shipped file); one with saved edits keeps running
+    its newest, as it did before promotion existed.
+    """
+    _execute(conn, (
+        """CREATE TABLE template_default (
+            name TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            promoted_at DATETIME NOT NULL,
+            FOREIGN KEY (name, version) REFERENCES prompt_template (name, version)
+        )""",
+        """INSERT INTO template_default (name, version, promoted_at)
+            SELECT name, MAX(version), CURRENT_TIMESTAMP FROM prompt_template GROUP BY name HAVING MAX(version) > 1""",
+    ))
+
+
 Migration = Callable[[sa.Connection], None]
 # Recorded under the function's name less its "m" (a Python name cannot start with a digit): "001_initial".
 MIGRATIONS: list[tuple[str, Migration]] = [(fn.__name__.removeprefix("m"), fn) for fn in (
     m001_initial,
     m002_run_fts,
+    m003_run_status_stopped,
+    m004_template_default,
 )]
 
 
@@ -146,9 +205,23 @@ def _applied(db: Database) -> set[str]:
 @retry_when_locked
 def _apply_once(db: Database, name: str, migration: Migration) -> None:
     # Checked inside the write transaction, so two processes opening at once apply it once.
-    with db.writer.begin() as conn:
+    with _connection(db, getattr(migration, "foreign_keys_off", False)) as conn, conn.begin():
         if conn.exec_driver_sql("SELECT 1 FROM _migrations WHERE name = ?", (name,)).first():
             return
         migration(conn)
         conn.exec_driver_sql("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now().isoformat()))
         log.info("applied migration %s to %s", name, db.path)
+
+
+@contextmanager
+def _connection(db: Database, foreign_keys_off: bool) -> Iterator[sa.Connection]:
+    """A writer connection, with foreign keys off for the migration when asked (and on again after)."""
+    with db.writer.connect() as conn:
+        raw = conn.connection.driver_connection
+        if foreign_keys_off:
+            raw.execute("PRAGMA foreign_keys = OFF")  # outside any transaction: inside one it is a no-op
+        try:
+            yield conn
+        finally:
+            if foreign_keys_off:
+                raw.execute("PRAGMA foreign_keys = ON")

@@ -83,6 +83,16 @@ class PromptTemplate(SQLModel, table=True):
     note: str = ""
 
 
+class TemplateDefault(SQLModel, table=True):
+    """The version of a template that runs when none is named (set by promoting it); without a row, version 1."""
+
+    __tablename__ = "template_default"
+    __table_args__ = (sa.ForeignKeyConstraint(["name", "version"], ["prompt_template.name", "prompt_template.version"]),)
+    name: str = Field(primary_key=True)
+    version: int
+    promoted_at: datetime
+
+
 class Batch(SQLModel, table=True):
     """One `reason batch` over an input file, with counts recomputed from its runs."""
 

@@ -1,14 +1,16 @@
 """A run as it happens, for the Chat page: model calls as they stream, trace steps as they are added, and Stop.
 
 `LiveRun` is a LangChain callback handler: the chat model streams its tokens into it, and once
-Stop is pressed it raises on the next token (or the next call), which cancels the engine request
-and ends the strategy with an error that the stored run keeps.
+Stop is pressed it raises RunStopped on the next token (or the next call), which cancels the
+engine request; the run is stored `stopped` with the steps done and the cut-off call's text and
+token counts.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -28,11 +30,29 @@ STOPPED = "stopped by the user"
 class ModelCall:
     """One model call as seen through its callbacks."""
     prompt: str
+    prompt_tokens: int = 0  # counted when the call starts (0 when no counter was given)
     started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
     text: str = ""
     tokens: int = 0  # streamed chunks, one per decoded token that added text
+    first_token_s: float | None = None  # the prompt was read (prefill) by then
     seconds: float | None = None  # set when the call ends
     error: str | None = None
+
+
+class _NoStopWarnings(logging.Filter):
+    """LangChain logs every exception a callback raises; a Stop is not a problem worth a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(isinstance(arg, str) and arg.startswith("RunStopped(") for arg in record.args or ())
+
+
+_QUIET = _NoStopWarnings()
+
+
+def quiet_stop_warnings() -> None:
+    """Keep LangChain from logging a warning for each Stop (the app calls this when it builds its pages)."""
+    logging.getLogger("langchain_core.callbacks.manager").addFilter(_QUIET)  # added once, however often called
 
 
 class LiveRun(BaseCallbackHandler):
@@ -40,7 +60,8 @@ class LiveRun(BaseCallbackHandler):
 
     raise_error = True  # LangChain re-raises RunStopped instead of logging it
 
-    def __init__(self):
+    def __init__(self, count_tokens: Callable[[list], int] | None = None):
+        self.count_tokens = count_tokens  # messages -> prompt tokens, for a stopped call's counts and prefill progress
         self.calls: dict[UUID, ModelCall] = {}  # in the order the calls started
         self.traces: list[Trace] = []  # every trace the strategy started (ReAct's fallback starts a second)
         self.started = time.perf_counter()
@@ -59,12 +80,15 @@ class LiveRun(BaseCallbackHandler):
 
     def on_chat_model_start(self, serialized, messages, *, run_id: UUID, **kwargs) -> None:
         self._check()
-        self.calls[run_id] = ModelCall(render_messages(messages[0]))
+        prompt_tokens = self.count_tokens(messages[0]) if self.count_tokens else 0
+        self.calls[run_id] = ModelCall(render_messages(messages[0]), prompt_tokens)
 
     def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs) -> None:
         self._check()
         call = self.calls.get(run_id)
         if call is not None and token:
+            if call.first_token_s is None:
+                call.first_token_s = time.perf_counter() - call.started
             call.text += token
             call.tokens += 1
 
@@ -104,16 +128,19 @@ class LiveRun(BaseCallbackHandler):
         return calls[-1].text if calls else ""
 
     def settle(self, trace: Trace) -> Trace:
-        """A failed or stopped run keeps the steps done before it ended, and the cut-off calls' text."""
-        if not trace.error or trace.steps:
+        """A failed or stopped run keeps the steps done before it ended, and the cut-off calls' text and tokens."""
+        if not trace.error or trace.steps or not self.traces:
             return trace
         # the runner recorded the failure on a fresh trace; the run began with the first one
         trace.started_at, trace.duration_ms = self.traces[0].started_at, (time.perf_counter() - self.started) * 1e3
         trace.steps = self.steps()
+        stopped = trace.status == "stopped"
         for call in self.pending_calls():
             trace.add(Step(kind="llm", name="interrupted call", input=call.prompt, output=call.text,
-                           completion_tokens=call.tokens, error=call.error or STOPPED,
-                           duration_ms=(call.seconds or time.perf_counter() - call.started) * 1e3))
+                           prompt_tokens=call.prompt_tokens, completion_tokens=call.tokens,
+                           error=None if stopped else call.error or trace.error,
+                           duration_ms=(call.seconds or time.perf_counter() - call.started) * 1e3,
+                           meta={"started_at": round(call.started_at, 3), "finish_reason": "stopped" if stopped else "error"}))
         return trace
 
 
@@ -122,8 +149,8 @@ class WatchedRunInfo(RunInfo):
     """RunInfo whose new traces are appended to a LiveRun as they are created."""
     live: LiveRun | None = field(default=None, compare=False, repr=False)
 
-    def new_trace(self, question: str, strategy: str, template) -> Trace:
-        trace = super().new_trace(question, strategy, template)
+    def new_trace(self, question: str, strategy: str, template, history=()) -> Trace:
+        trace = super().new_trace(question, strategy, template, history)
         if self.live is not None:
             self.live.traces.append(trace)
         return trace

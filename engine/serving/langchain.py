@@ -44,6 +44,7 @@ class _EngineChatModel(BaseChatModel):
 
     engine: Engine = Field(exclude=True)
     streaming: bool = False
+    logprobs: int | None = None  # top-N alternatives per token, in response_metadata["logprobs"] (OpenAI's shape)
 
     @property
     def _llm_type(self) -> str:
@@ -62,7 +63,7 @@ class _EngineChatModel(BaseChatModel):
         return self.engine.apply_chat_template(chat, add_generation_prompt=True) + prefix
 
     def sampling_params(self, stop: list[str] | None = None, **overrides) -> SamplingParams:
-        values = {f: overrides.get(f, getattr(self, f)) for f in SAMPLING_FIELDS}
+        values = {f: overrides.get(f, getattr(self, f)) for f in (*SAMPLING_FIELDS, "logprobs")}
         return SamplingParams(**values, stop=list(stop or []))
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -90,7 +91,7 @@ class _EngineChatModel(BaseChatModel):
                     if run_manager and event.text:  # LangChain's own streaming loop passes none and reports tokens itself
                         run_manager.on_llm_new_token(event.text, chunk=chunk)
                     yield chunk
-            yield ChatGenerationChunk(message=_last_chunk(handle.result()[0]))
+            yield ChatGenerationChunk(message=self._last_chunk(handle.result()[0]))
         finally:
             handle.cancel()  # a no-op once finished; frees the KV blocks when the consumer stopped early
 
@@ -117,7 +118,25 @@ class _EngineChatModel(BaseChatModel):
         tags = self.engine.reasoning_tags
         reasoning, answer = split_reasoning(completion.text, tags, tags.open_at_end(prompt))
         return AIMessage(answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
-                         usage_metadata=_usage(completion), response_metadata=_metadata(completion))
+                         usage_metadata=_usage(completion), response_metadata=self._metadata(completion))
+
+    def _metadata(self, completion: Completion) -> dict:
+        """finish_reason, cumulative_logprob and, when asked for, each token's logprob and top alternatives."""
+        metadata = {"finish_reason": completion.finish_reason, "cumulative_logprob": completion.cumulative_logprob}
+        if completion.logprobs is not None:
+            metadata["logprobs"] = {"content": [
+                {"token": self._token_text(e["token"]), "logprob": e["logprob"],
+                 "top_logprobs": [{"token": self._token_text(t), "logprob": lp} for t, lp in e["top"].items()]}
+                for e in completion.logprobs]}
+        return metadata
+
+    def _token_text(self, token_id: int) -> str:
+        return self.engine.tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def _last_chunk(self, completion: Completion) -> AIMessageChunk:
+        # Chunks are summed when joined (text concatenated, usage added), so only this one carries them.
+        return AIMessageChunk("", usage_metadata=_usage(completion), response_metadata=self._metadata(completion),
+                              chunk_position="last")
 
     def _batch_calls(self, inputs: list, configs: list, seeds: list, return_exceptions: bool,
                      kwargs: dict) -> list:
@@ -153,15 +172,5 @@ def _usage(completion: Completion) -> dict:
             "total_tokens": completion.prompt_tokens + len(completion.token_ids)}
 
 
-def _metadata(completion: Completion) -> dict:
-    return {"finish_reason": completion.finish_reason, "cumulative_logprob": completion.cumulative_logprob}
-
-
 def _chunk(reasoning: str, answer: str) -> AIMessageChunk:
     return AIMessageChunk(answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {})
-
-
-def _last_chunk(completion: Completion) -> AIMessageChunk:
-    # Chunks are summed when joined (text concatenated, usage added), so only this one carries them.
-    return AIMessageChunk("", usage_metadata=_usage(completion), response_metadata=_metadata(completion),
-                          chunk_position="last")

@@ -79,8 +79,12 @@ def test_a_saved_template_version_is_used_and_recorded(runner, tiny_model, tmp_p
     edited.write_text(shipped_template_body("cot").replace("version: 1", "version: 2").replace("Think step by step", "Reason carefully"))
     saved = runner.invoke(cli, ["templates", "save", "cot", str(edited), "--note", "careful"])
     assert saved.exit_code == 0 and "saved cot@2" in saved.output
+    assert ask_json(runner, "2+2?", "--strategy", "cot", "--model", tiny_model, "--max-tokens", "4")[
+        "template_version"] == 1  # saving does not change what runs
+    promoted = runner.invoke(cli, ["templates", "promote", "cot@2"])
+    assert promoted.exit_code == 0 and "cot@2 is now the default" in promoted.output
     listed = runner.invoke(cli, ["templates", "list"])
-    assert "cot              v1 (shipped), v2 (careful)" in listed.output
+    assert "cot              v1 (shipped), v2* (careful)" in listed.output
     trace = ask_json(runner, "2+2?", "--strategy", "cot", "--model", tiny_model, "--max-tokens", "4")
     assert (trace["template_name"], trace["template_version"]) == ("cot", 2)
     assert "Reason carefully" in trace["steps"][0]["input"]

@@ -6,7 +6,7 @@ import pytest
 
 from app.runner import StrategyOptions
 from app.settings import Settings
-from app.ui.chat import live_trace
+from app.ui.chat_run import live_trace
 from app.ui.live_run import STOPPED, LiveRun
 from app.ui.state import AppState
 
@@ -66,7 +66,9 @@ def test_tokens_stream_into_the_live_run_and_match_the_stored_step(state):
     assert call.text == run["steps"][0]["output"]
     assert live.pending_calls() == []
     shown = live_trace(live, "cot")
-    assert "1. llm · reasoning" in shown and "Q:" not in shown  # "Q:" marks the finished trace on the page
+    assert "Chain of thought" in shown and "reasoning" in shown and "Q:" not in shown  # "Q:" marks a finished trace
+    logprobs = run["steps"][0]["meta"]["logprobs"]  # the page's runs keep each token's probability
+    assert len(logprobs) == run["steps"][0]["completion_tokens"] and all(len(top) == 5 for _, _, top in logprobs)
 
 
 def test_a_call_still_generating_shows_in_the_live_trace():
@@ -75,24 +77,26 @@ def test_a_call_still_generating_shows_in_the_live_trace():
     live.on_llm_new_token("Three spiders", run_id="a")
     live.on_llm_new_token(" have", run_id="a")
     shown = live_trace(live, "cot")
-    assert "1. llm · generating… (2 tokens" in shown and "Three spiders have" in shown
+    assert "generating…" in shown and "2 tokens" in shown and "Three spiders have" in shown
     assert live.latest_text() == "Three spiders have"
 
 
 def test_stop_cancels_generation_and_the_run_is_stored_as_stopped(state, submitted):
     live = StopAt(tokens=3)
+    live.count_tokens = state.count_tokens
     run, _ = ask(state, live, max_tokens=400)
-    assert run["status"] == "error" and STOPPED in run["error"]
+    assert run["status"] == "stopped" and STOPPED in run["error"]
     assert run["duration_ms"] >= run["steps"][0]["duration_ms"] > 0
     [step] = run["steps"]
-    assert step["name"] == "interrupted call" and STOPPED in step["error"]
+    assert step["name"] == "interrupted call" and step["error"] is None and step["meta"]["finish_reason"] == "stopped"
     assert 3 <= step["completion_tokens"] < 10 and step["output"]  # it stopped at the next token, not at 400
+    assert step["prompt_tokens"] > 100 and run["prompt_tokens"] == step["prompt_tokens"]  # real counts, not 0
     assert_cancelled(state, submitted)
 
 
 def test_stop_cancels_every_sample_of_self_consistency(state, submitted):
     run, _ = ask(state, StopAt(tokens=6), max_tokens=400, k=3)
-    assert run["status"] == "error" and STOPPED in run["error"]
+    assert run["status"] == "stopped" and STOPPED in run["error"]
     assert all(s["completion_tokens"] < 50 for s in run["steps"])
     assert len(submitted) == 3
     assert_cancelled(state, submitted)
@@ -100,7 +104,7 @@ def test_stop_cancels_every_sample_of_self_consistency(state, submitted):
 
 def test_a_stopped_run_keeps_the_steps_done_before_stop(state):
     run, _ = ask(state, StopAt(call=2), strategy="pal", max_tokens=24)  # PAL: program, sandbox, then a fix call
-    assert run["status"] == "error" and STOPPED in run["error"]
+    assert run["status"] == "stopped" and STOPPED in run["error"]
     kinds = [s["kind"] for s in run["steps"]]
     assert kinds[:2] == ["llm", "tool"], kinds
     assert run["steps"][0]["output"] and run["steps"][0]["completion_tokens"] > 0

@@ -62,13 +62,27 @@ def test_an_answer_is_stored_and_scored(store):
 
 
 @pytest.mark.parametrize("failure", [unreachable(), ConnectionError("refused"), TimeoutError("slow"),
-                                     RunStopped("stopped by the user"), ValueError("top_p must be in (0, 1]")],
+                                     ValueError("top_p must be in (0, 1]")],
                          ids=lambda e: type(e).__name__)
 def test_a_failure_the_user_caused_is_an_error_run_not_an_exception(store, failure):
     run_id, trace, correct = record_run(store, "q?", "direct", ByQuestion(replies={"q?": failure}), INFO, expected="1")
     run = store.get_run(run_id)
     assert trace.status == run["status"] == "error" and correct is False
     assert run["error"].startswith(type(failure).__name__)
+
+
+def test_a_stop_is_a_stopped_run_not_an_error(store):
+    run_id, trace, _ = record_run(store, "q?", "cot", ByQuestion(replies={"q?": RunStopped("stopped by the user")}), INFO)
+    run = store.get_run(run_id)
+    assert trace.status == run["status"] == "stopped" and run["error"] == "stopped by the user"
+
+
+def test_earlier_turns_go_into_the_prompt_before_the_question(store):
+    model = ByQuestion(replies={"And 2 more?": "The answer is 9."})
+    _, trace, _ = record_run(store, "And 2 more?", "cot", model, INFO, history=[("Tom has 7. He gets 0.", "7")])
+    prompt = trace.steps[0].input
+    assert prompt.index("Tom has 7. He gets 0.") < prompt.index("ai: 7") < prompt.index("And 2 more?")
+    assert trace.counters["earlier_turns"] == 1
 
 
 @pytest.mark.parametrize("bug", [TypeError("unsupported operand"), KeyError("missing"), AttributeError("no such")],

@@ -9,11 +9,11 @@ import sqlalchemy as sa
 
 from app.settings import Settings
 from app.store import MIGRATIONS, RUN_STATUSES, Store, fts_query
-from app.store.models import Batch, PromptTemplate, Run
+from app.store.models import Batch, PromptTemplate, Run, TemplateDefault
 from app.store.models import Step as StepRow
 from prompts.trace import Step, Trace
 
-MODELS = (Run, StepRow, PromptTemplate, Batch)
+MODELS = (Run, StepRow, PromptTemplate, Batch, TemplateDefault)
 UNMAPPED = {"run": {"seq"}}  # run.seq: a stable rowid for the FTS index, deliberately not in the Run model
 NOT_MODELLED = ("_migrations", "run_fts")  # the migrations' own record, and the FTS index with its shadow tables
 
@@ -61,7 +61,8 @@ def applied(store) -> list[str]:
 def test_a_blank_database_migrates_with_wal_and_the_search_index(tmp_path):
     store = Store.open(Settings(home=tmp_path / "new" / "home", model_path=None, device="cpu", dtype=None))
     assert store.path == tmp_path / "new" / "home" / "reason.db" and store.path.exists()
-    assert applied(store) == [name for name, _ in MIGRATIONS] == ["001_initial", "002_run_fts"]
+    assert applied(store) == [name for name, _ in MIGRATIONS]
+    assert applied(store)[:4] == ["001_initial", "002_run_fts", "003_run_status_stopped", "004_template_default"]
     with db(store) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'run_fts'").fetchone()[0] == 1
@@ -116,6 +117,37 @@ def test_the_status_check_allows_exactly_the_run_statuses(store):
             conn.execute("UPDATE run SET status = ? WHERE id = ?", (status, run_id))
         with pytest.raises(sqlite3.IntegrityError):
             conn.execute("UPDATE run SET status = 'exploded' WHERE id = ?", (run_id,))
+
+
+def test_the_stopped_status_migration_keeps_runs_steps_search_and_cascades(tmp_path):
+    """A database made before `stopped` existed: the run table is rebuilt without losing anything."""
+    from app.store.database import Database
+    from app.store.migrations import _apply_once
+
+    old = Database(tmp_path / "old.db")
+    for name, migration in MIGRATIONS[:2]:
+        with old.writer.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at DATETIME)")
+        _apply_once(old, name, migration)
+    old.close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("INSERT INTO run (id, created_at, strategy, question, answer, status) "
+                     "VALUES ('r1', '2026-01-01', 'cot', 'How many zebras?', '12', 'ok')")
+        conn.execute("INSERT INTO step (run_id, idx, kind) VALUES ('r1', 0, 'llm')")
+    store = Store(tmp_path / "old.db")
+    assert store.get_run("r1")["steps"][0]["kind"] == "llm"  # dropping the old table cascaded nothing
+    assert [r["id"] for r in store.search_runs(text="zebras")] == ["r1"]
+    with store.writer.connect() as conn:  # the migration's pooled connection has its foreign keys back on
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with db(store) as conn:
+        conn.execute("UPDATE run SET status = 'stopped' WHERE id = 'r1'")
+    assert store.delete_run("r1") and store.search_runs(text="zebras") == []
+    with db(store) as conn:
+        assert conn.execute("SELECT count(*) FROM step").fetchone()[0] == 0  # the cascade still holds
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'run'")}
+    assert {"ix_run_created_at", "run_fts_insert", "run_fts_delete", "run_fts_update"} <= indexes
+    store.close()
 
 
 def test_connections_use_busy_timeout_and_normal_sync(store):
@@ -207,8 +239,8 @@ def test_get_run_has_the_trace_fields_and_steps_in_order(store):
     assert tokens == (trace.prompt_tokens, trace.completion_tokens) == (40, 20)
     assert run["sampling"] == {"temperature": 0.0} and run["counters"] == {"bad_calls": 1}
     assert run["created_at"].endswith("+00:00")
-    assert [(s["idx"], s["kind"], s["input"], s["meta"]) for s in run["steps"]] == [
-        (i, "llm" if i % 2 == 0 else "tool", f"in {i}", {"i": i}) for i in range(4)]
+    assert [(s["idx"], s["kind"], s["input"], s["meta"].pop("started_at") > 0, s["meta"]) for s in run["steps"]] == [
+        (i, "llm" if i % 2 == 0 else "tool", f"in {i}", True, {"i": i}) for i in range(4)]
     assert store.get_run("missing") is None
 
 
@@ -318,6 +350,13 @@ def test_template_versions(store):
     assert store.latest_template_version("cot") == 3 and store.latest_template_version("none") is None
     with pytest.raises(KeyError):
         store.get_template("cot", 9)
+    assert store.default_template_version("cot") is None
+    store.promote_template("cot", 2)
+    store.promote_template("cot", 3)
+    assert store.default_template_version("cot") == 3
+    with pytest.raises(KeyError):
+        store.promote_template("cot", 9)
+    assert store.default_template_version("cot") == 3
 
 
 def test_export_jsonl_round_trips(store, tmp_path):
