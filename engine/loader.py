@@ -10,12 +10,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .activation_quant import ACTIVATION_FORMAT
 from .dequant import UnsupportedTensorType, block_mins, dequantize, type_name
 from .gguf_file import GGUFFile, ModelFileError
-from .model import Linear, ModelArgs, Transformer, rope_table
-from .quant_linear import Int8Embedding, PackedLinear, fused_packed_linear, int8_linear, packed_linear
+from .model import ModelArgs, Transformer, rope_table
+from .packing import drop_file_pages, pack_model
 from .rope import ROPE_SCALINGS, RopeScaling
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,6 @@ QK_NORM_NAMES = {  # qwen3
 QKV_BIAS_NAMES = ("blk.{i}.attn_q.bias", "blk.{i}.attn_k.bias", "blk.{i}.attn_v.bias")  # qwen2: one q|k|v vector
 ROPE_FREQS = "rope_freqs.weight"
 WEIGHT_LAYOUTS = ("dense", "packed")
-# (fused module, its parts) computed as one matmul in the packed layout: q|k|v and gate|up
-FUSED = {"attention.wqkv": ("attention.wq", "attention.wk", "attention.wv"),
-         "feed_forward.w13": ("feed_forward.w1", "feed_forward.w3")}
 
 
 def default_model_path() -> Path:
@@ -129,21 +127,14 @@ def _load_tensor(gguf: GGUFFile, name: str) -> torch.Tensor:
         raise ModelFileError(f"{gguf.path}: {exc}") from exc
 
 
-def _load_packed(gguf: GGUFFile, name: str) -> PackedLinear:
-    info = gguf.tensors[name]
-    try:
-        return packed_linear(info.data, info.ggml_type, info.shape, name=name)
-    except UnsupportedTensorType as exc:
-        raise ModelFileError(f"{gguf.path}: {exc}") from exc
-
-
 def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dtype: torch.dtype,
                       llama_cpp_numerics: bool = False, weights: str = "dense") -> Transformer:
     """Assemble the model from the GGUF's weights on `device`, computing in `dtype`.
 
     `weights`: "dense" dequantizes every weight into `dtype`; "packed" (CPU, bfloat16 only) keeps
-    the attention and feed-forward weights, and an untied output head, low-bit as PackedLinear
-    (see quant_linear), built one tensor at a time; the token embeddings stay dense.
+    the attention and feed-forward weights, and an untied output head, low-bit as PackedLinear,
+    packed from the mapped file on loader threads (packing.py); untied token embeddings are read
+    from the mapped file per lookup, tied ones share the head's int8 table.
     `llama_cpp_numerics`: round each linear layer's input as llama.cpp does for that weight type.
     """
     _check_weights(weights, torch.device(device), dtype, llama_cpp_numerics)
@@ -152,10 +143,10 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     missing = [name for name in [*mapping, *biases] if name not in gguf.tensors]
     if missing:
         raise ModelFileError(f"{gguf.path}: tensors missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    with torch.device("meta"):
+    with _MetaParameters():
         model = Transformer(args)
     if weights == "packed":
-        mapping = _pack_linears(model, gguf, _pack_embeddings(model, gguf, mapping))
+        mapping = pack_model(model, gguf, mapping)  # packing.py: the linears and token embeddings
     state = {}
     for gguf_name, our_name in mapping.items():
         tensor = _load_tensor(gguf, gguf_name)
@@ -173,6 +164,7 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     model.freqs_cis = rope_table(args, freq_factors).to(device)
     if llama_cpp_numerics:
         _set_activation_formats(model, gguf, mapping)
+    drop_file_pages(gguf)  # every weight is copied or packed by now
     return model.eval()
 
 
@@ -185,6 +177,20 @@ def _qkv_biases(gguf: GGUFFile, args: ModelArgs, model: Transformer, device, dty
         _check_shape(gguf, QKV_BIAS_NAMES[0].format(i=i), tuple(bias.shape), tuple(model.get_parameter(name).shape))
         out[name] = bias.to(device=device, dtype=dtype)
     return out
+
+
+class _MetaParameters(TorchFunctionMode):
+    """Build the model with its weights on the meta device and no random init (the file's weights
+    replace them). Not torch.device("meta") for everything: meta kernels for the RoPE table's math
+    import torch._dynamo and Triton on first use, ~2 s and ~80 MiB of every load."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        if func is torch.empty:  # how nn.Linear and nn.Embedding allocate their weights
+            kwargs = {**kwargs, "device": "meta"}
+        return func(*args, **kwargs)
 
 
 def _check_weights(weights: str, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool) -> None:
@@ -206,49 +212,6 @@ def _check_weights(weights: str, device: torch.device, dtype: torch.dtype, llama
 def _check_shape(gguf: GGUFFile, gguf_name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
     if shape != expected:
         raise ModelFileError(f"{gguf.path}: tensor '{gguf_name}' has shape {shape}, expected {expected}")
-
-
-def _pack_embeddings(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> dict[str, str]:
-    """Token embeddings as int8 rows (one scale each); a tied output head computes on the same table."""
-    table = int8_linear(_load_tensor(gguf, "token_embd.weight"))
-    model.tok_embeddings = Int8Embedding(table)
-    if model.args.tied_output:
-        model.output = table
-    return {g: o for g, o in mapping.items() if g != "token_embd.weight"}
-
-
-def _pack_linears(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> dict[str, str]:
-    """Put a PackedLinear in place of every Linear that `mapping` loads (fusing q|k|v and gate|up
-    where their formats agree); return the rest of the mapping."""
-    gguf_name_of = {our.removesuffix(".weight"): g for g, our in mapping.items()}
-    for i, layer in enumerate(model.layers):
-        for fused_name, part_names in FUSED.items():
-            names = [gguf_name_of[f"layers.{i}.{p}"] for p in part_names]
-            for name, part in zip(names, part_names):
-                _check_shape(gguf, name, gguf.tensors[name].shape, tuple(layer.get_submodule(part).weight.shape))
-            fused = fused_packed_linear([(gguf.tensors[n].data, gguf.tensors[n].ggml_type, gguf.tensors[n].shape, n)
-                                         for n in names])
-            if fused is None:
-                continue
-            _replace(layer, fused_name, fused)
-            for part, name in zip(part_names, names):
-                _replace(layer, part, None)  # the part now lives in the fused matmul
-                del mapping[name]
-    rest = {}
-    for gguf_name, our_name in mapping.items():
-        module_name = our_name.removesuffix(".weight")
-        module = model.get_submodule(module_name)
-        if not isinstance(module, Linear):
-            rest[gguf_name] = our_name
-            continue
-        _check_shape(gguf, gguf_name, gguf.tensors[gguf_name].shape, tuple(module.weight.shape))
-        model.set_submodule(module_name, _load_packed(gguf, gguf_name))
-    return rest
-
-
-def _replace(module: nn.Module, name: str, new: nn.Module | None) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(module.get_submodule(parent), attr, new)
 
 
 def resident_bytes(model: nn.Module) -> int:

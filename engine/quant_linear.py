@@ -53,24 +53,18 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
 
 
-def packed_linear(data: np.ndarray | torch.Tensor, ggml_type: int, shape: tuple[int, int],
-                  name: str = "tensor") -> PackedLinear:
-    """A PackedLinear from raw GGUF weight data of `shape` (out_features, in_features), outermost first.
+def reference_packed_linear(parts: list[tuple[np.ndarray | torch.Tensor, int, tuple[int, int], str]]) -> PackedLinear | None:
+    """The reference packing, in torch over whole tensors: one PackedLinear computing the weights
+    (data, ggml_type, shape (out_features, in_features), name) of one input, outputs concatenated.
 
     Q4_0, Q4_1 and Q4_K become int4 straight from their blocks: the 4-bit codes are kept as they
     are and only the per-group scale and zero are rounded to bf16. Every other type (Q8_0, Q5_*,
     Q2_K, Q3_K, Q5_K, Q6_K, F16, BF16, F32), and Q4 weights of a shape the int4 kernel cannot take
     (out_features not a multiple of 16), is dequantized and requantized to int8 with one scale
-    per output row, max|w_row| / 127: a lossy step for the finer formats.
+    per output row, max|w_row| / 127: a lossy step for the finer formats. None when the parts
+    would not pack alike (different in_features, or int4 beside int8). packing.py does the same
+    faster, bit for bit.
     """
-    if int4_exact(ggml_type, shape):
-        return int4_linear(*_int4_parts(data, ggml_type, shape, name))
-    return int8_linear(dequantize(data, ggml_type, shape, name=name))
-
-
-def fused_packed_linear(parts: list[tuple[np.ndarray | torch.Tensor, int, tuple[int, int], str]]) -> PackedLinear | None:
-    """One PackedLinear computing several weights (data, ggml_type, shape, name) of the same input,
-    their outputs concatenated: fewer, larger matmuls. None when they would not pack alike."""
     if len({shape[1] for _, _, shape, _ in parts}) != 1:
         return None
     int4 = [int4_exact(t, shape) for _, t, shape, _ in parts]
@@ -136,6 +130,23 @@ class Int8Embedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.codes[ids, :self.dim].to(torch.bfloat16) * self.scales[ids].unsqueeze(-1)
+
+
+class GGUFEmbedding(nn.Module):
+    """Token embeddings decoded from the GGUF's mapped rows at each lookup, as llama.cpp's get_rows does:
+    nothing to pack while loading, and only rows that are looked up come into memory."""
+
+    def __init__(self, rows: np.ndarray, ggml_type: int, dim: int):
+        super().__init__()
+        self.rows, self.ggml_type, self.dim = rows, ggml_type, dim  # rows: (vocab, bytes per row), memory-mapped
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1).cpu().numpy()
+        table = dequantize(self.rows[flat], self.ggml_type, (flat.size, self.dim))  # (tokens, dim) float32
+        return table.to(torch.bfloat16).reshape(*ids.shape, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"{len(self.rows)}, {self.dim}, {type_name(self.ggml_type)}, memory-mapped"
 
 
 def _blocks(data, ggml_type: int, shape: tuple[int, int], name: str) -> torch.Tensor:

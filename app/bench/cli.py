@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..cli_options import MODEL_OPTION
+from .gguf_shapes import SHAPES
 from .questions import SHIPPED_QUESTIONS
 
 
@@ -62,20 +63,31 @@ def bench_batch_command(ctx, questions, concurrency, max_tokens, model_path, as_
 @MODEL_OPTION
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts in the batch (default 64).")
-@click.option("--new-tokens", type=click.IntRange(min=2), default=None, help="Tokens per request (default 128).")
-@click.option("--prompt-tokens", type=click.IntRange(min=2), default=None, help="Prefill prompt length (default 512).")
+@click.option("--new-tokens", type=click.IntRange(min=2), default=None,
+              help="Tokens per request (default 128; 16 with --shape).")
+@click.option("--prompt-tokens", type=click.IntRange(min=2), default=None,
+              help="Prefill prompt length (default 512; 128 with --shape).")
 @click.option("--quick", is_flag=True, help="Small sizes (for tests); flags above still override.")
 @click.option("--questions", "questions_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=SHIPPED_QUESTIONS, show_default="the 32 shipped with the app",
               help="JSONL with a 'question' field per line; generated arithmetic tops it up to the batch size.")
+@click.option("--shape", type=click.Choice(sorted(SHAPES)), default=None,
+              help="Instead: load and generate on random-weight GGUFs of this model shape (Q4_0 and Q4_K_M, "
+                   "written once into --work-dir) and on the default model, warm and cold, ours vs llama.cpp.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where --shape keeps its GGUF files (default: reason-bench in the system temp dir).")
+@click.option("--no-cold", is_flag=True, help="With --shape: skip the runs with the file out of the page cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (progress still goes to stderr).")
 @click.pass_context
-def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt_tokens, quick, questions_path, as_json):
+def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt_tokens, quick, questions_path,
+                         shape, work_dir, no_cold, as_json):
     """Ours vs llama-cpp-python on one GGUF: prefill, decode, TTFT, shared-prefix batch throughput, peak memory."""
     from .engine import QUICK, Sizes, bench_engine, format_table
 
     if device == "cuda" and not __import__("torch").cuda.is_available():
         raise click.ClickException("--device cuda: no CUDA GPU is available")
+    if shape is not None:
+        return _bench_shape(shape, work_dir, prompt_tokens or 128, new_tokens or 16, not no_cold, as_json)
     sizes = (QUICK if quick else Sizes()).with_overrides(batch_size=batch_size, new_tokens=new_tokens,
                                                          prompt_tokens=prompt_tokens)
     try:
@@ -84,6 +96,17 @@ def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt
     except ValueError as exc:  # a bad model or questions file, or a prompt longer than its context
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+
+
+def _bench_shape(shape: str, work_dir: Path | None, prompt_tokens: int, new_tokens: int, cold: bool, as_json: bool):
+    from .load import bench_load, default_work_dir, format_load_table
+
+    say = lambda message: click.echo(f"[bench] {message}", err=True)  # noqa: E731
+    try:
+        report = bench_load(shape, work_dir or default_work_dir(), prompt_tokens, new_tokens, cold, say)
+    except (ValueError, OSError, RuntimeError) as exc:  # no room for the files, a bad work dir, a side that failed
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report, indent=2) if as_json else format_load_table(report))
 
 
 @bench.command("serve")

@@ -6,7 +6,8 @@ import torch
 from engine.dequant import dequantize
 from engine.gguf_file import GGUFFile
 from engine.loader import build_transformer, model_args, resident_bytes
-from engine.quant_linear import PackedLinear, fused_packed_linear, int4_linear, int8_linear, packed_linear
+from engine.packing import Part, pack_linear
+from engine.quant_linear import PackedLinear, int4_linear, int8_linear
 
 from .forward import full_forward, incremental_forward
 from .tiny_gguf import _encode_weight, write_tiny_llama
@@ -28,6 +29,10 @@ def random_weight(type_name: str, shape: tuple[int, int], seed: int = 0):
     rng = np.random.default_rng(seed)
     data, kind = _encode_weight(rng.standard_normal(shape).astype(np.float32) * 0.05, type_name, rng)
     return data, int(kind)
+
+
+def packed_linear(data, kind: int, shape: tuple[int, int]) -> PackedLinear:
+    return pack_linear([Part("weight", kind, shape, data)])
 
 
 def relative_error(y: torch.Tensor, reference: torch.Tensor) -> float:
@@ -136,8 +141,8 @@ def test_fused_linear_equals_its_parts(tiny_gguf_factory, weight_type):
     """q|k|v in one matmul gives each part's own output (int4 codes exact; int8 scales are per row)."""
     gguf = GGUFFile(tiny_gguf_factory(weight_type))
     names = ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight"]
-    parts = [(gguf.tensors[n].data, gguf.tensors[n].ggml_type, gguf.tensors[n].shape, n) for n in names]
-    fused = fused_packed_linear(parts)
-    x = torch.randn(3, parts[0][2][1], dtype=torch.bfloat16, generator=torch.Generator().manual_seed(0))
-    separate = torch.cat([packed_linear(*part)(x) for part in parts], dim=-1)
+    parts = [Part(n, gguf.tensors[n].ggml_type, gguf.tensors[n].shape, gguf.tensors[n].data) for n in names]
+    fused = pack_linear(parts)
+    x = torch.randn(3, parts[0].shape[1], dtype=torch.bfloat16, generator=torch.Generator().manual_seed(0))
+    separate = torch.cat([pack_linear([part])(x) for part in parts], dim=-1)
     torch.testing.assert_close(fused(x), separate, rtol=0, atol=0)

@@ -1,0 +1,210 @@
+"""`reason bench engine --shape NAME`: load a model of that shape and generate one stream, ours vs llama.cpp.
+
+The files: random-weight GGUFs of the shape in llama.cpp's Q4_0 and Q4_K_M recipes (gguf_shapes), and
+the default model. Each side loads each file in a fresh process and reports load time, peak resident
+memory, prefill and decode speed and time to first token (batch 1, greedy): first with the file in the
+page cache (read through once before), then cold (posix_fadvise DONTNEED before the run; checked with
+mincore, and reported when the kernel kept pages anyway). llama.cpp runs as it runs best here: mmap
+on, n_batch 512, a thread per core.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import mmap
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .engine import _llama_token_times, _ours_times, peak_rss_bytes
+from .gguf_shapes import RECIPES, shaped_gguf
+
+METRICS = ("load_s", "peak_rss_bytes", "prefill_tok_s", "decode_tok_s", "ttft_s")
+TARGETS = {"load_s": 1.5, "peak_rss_bytes": 1.2}  # ours / llama.cpp, at most, on the shaped files
+DEFAULT_MODEL_RSS_TARGET = 2.0
+
+
+@dataclass(frozen=True)
+class Run:
+    side: str  # "ours" or "llamacpp"
+    path: str
+    prompt: list[int]
+    new_tokens: int
+    eos_id: int | None
+
+
+def default_work_dir() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "reason-bench"
+
+
+def bench_load(shape: str, work_dir: Path, prompt_tokens: int = 128, new_tokens: int = 16, cold: bool = True,
+               say=lambda _: None) -> dict:
+    """Every file x (warm, cold) x (ours, llama.cpp), one fresh process each; ratios ours / llama.cpp."""
+    from engine.loader import default_model_path
+
+    files = {f"{shape} {r}": shaped_gguf(shape, r, work_dir, say) for r in RECIPES}
+    files["default model"] = default_model_path()
+    rows = []
+    for label, path in files.items():
+        prompt, eos = _prompt(path, prompt_tokens)
+        for cache in ("warm", "cold") if cold else ("warm",):
+            row = {"file": label, "path": str(path), "gguf_bytes": os.path.getsize(path), "cache": cache}
+            for side in ("ours", "llamacpp"):
+                row[f"{side}_cache"] = _prepare(path, cache, say)
+                row[f"{side}_load_average"] = os.getloadavg()[0]
+                say(f"{label}, {cache}: {side}")
+                row[side] = in_fresh_process(Run(side, str(path), prompt, new_tokens, eos))
+            row["ratios"] = {k: _ratio(row["ours"][k], row["llamacpp"][k]) for k in METRICS}
+            rows.append(row)
+    return {"shape": shape, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "threads": os.cpu_count(),
+            "rows": rows, "targets": _targets(rows, shape)}
+
+
+def _ratio(ours, theirs):
+    return ours / theirs if ours and theirs else None
+
+
+def _prompt(path: Path, n: int) -> tuple[list[int], int | None]:
+    """n token ids the same for both sides: BOS, then ids drawn from the ordinary part of the vocabulary."""
+    from engine.gguf_file import GGUFFile
+
+    gguf = GGUFFile(path)
+    vocab, bos, eos = len(gguf.require("tokenizer.ggml.tokens")), gguf.get("tokenizer.ggml.bos_token_id"), \
+        gguf.get("tokenizer.ggml.eos_token_id")
+    rng = np.random.default_rng(0)
+    body = rng.integers(min(300, vocab // 2), vocab, n).tolist()
+    return ([bos] + body[:n - 1]) if bos is not None else body, eos
+
+
+def _prepare(path: Path, cache: str, say) -> dict:
+    """Warm: read the file through once. Cold: ask the kernel to drop its cached pages, and check."""
+    if cache == "warm":
+        started = time.perf_counter()
+        with open(path, "rb", buffering=0) as f:
+            buf = bytearray(16 << 20)
+            while f.readinto(buf):
+                pass
+        return {"read_s": time.perf_counter() - started, "resident_fraction": resident_fraction(path)}
+    with open(path, "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    fraction = resident_fraction(path)
+    if fraction is not None and fraction > 0.05:
+        say(f"posix_fadvise(DONTNEED) left {fraction:.0%} of {path.name} in the page cache: this 'cold' run is not cold")
+    return {"resident_fraction": fraction}
+
+
+def resident_fraction(path: Path) -> float | None:
+    """Share of the file's pages in the page cache (mincore(2)); None where it cannot be asked."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            view = np.frombuffer(m, np.uint8)
+            pages = -(-len(m) // mmap.PAGESIZE)
+            vec = (ctypes.c_ubyte * pages)()
+            ok = libc.mincore(ctypes.c_void_p(view.ctypes.data), ctypes.c_size_t(len(m)), vec) == 0
+            del view
+        return float(np.frombuffer(vec, np.uint8).astype(bool).mean()) if ok else None
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def in_fresh_process(run: Run) -> dict:
+    """measure(run) in `python -m app.bench.load`: a process that imports only what its side needs (a
+    multiprocessing child would import the parent's `reason` CLI first and count it in its memory)."""
+    done = subprocess.run([sys.executable, "-m", "app.bench.load", json.dumps(asdict(run))],
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{run.side} on {run.path} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(run: Run) -> dict:
+    """In a fresh process: load, warm up on 8 other tokens, then one greedy stream after the prompt."""
+    if run.side == "ours":  # imports are not loading: both sides import first
+        import engine  # noqa: F401
+    else:
+        import llama_cpp  # noqa: F401
+    started = time.perf_counter()
+    model = _load(run)
+    out = {"load_s": time.perf_counter() - started, "load_peak_rss_bytes": peak_rss_bytes()}
+    try:
+        first, last, n = _stream(model, run)
+    finally:
+        if run.side == "ours":
+            model.close()
+    return {**out, "ttft_s": first, "prefill_tok_s": len(run.prompt) / first,
+            "decode_tok_s": (n - 1) / (last - first) if n > 1 else None, "decode_tokens": n,
+            "peak_rss_bytes": peak_rss_bytes()}
+
+
+def _load(run: Run):
+    if run.side == "ours":
+        from engine import load_model
+
+        return load_model(run.path, device="cpu")
+    from llama_cpp import Llama
+
+    threads = os.cpu_count()
+    return Llama(model_path=run.path, n_ctx=len(run.prompt) + run.new_tokens + 16, n_threads=threads,
+                 n_threads_batch=threads, n_batch=512, use_mmap=True, verbose=False)
+
+
+def _stream(model, run: Run) -> tuple[float, float, int]:
+    warm_up = run.prompt[:1] + run.prompt[:0:-1][:7]  # other tokens: no prefix to reuse
+    if run.side == "llamacpp":
+        _llama_token_times(model, warm_up, 2, run.eos_id)
+        return _llama_token_times(model, run.prompt, run.new_tokens, run.eos_id)
+    from engine import SamplingParams
+
+    _ours_times(model, warm_up, SamplingParams(max_tokens=2))
+    bias = {run.eos_id: -100.0} if run.eos_id is not None else {}
+    return _ours_times(model, run.prompt, SamplingParams(max_tokens=run.new_tokens, logit_bias=bias))
+
+
+def _targets(rows: list[dict], shape: str) -> list[dict]:
+    out = []
+    for row in rows:
+        shaped = row["file"].startswith(shape)
+        limits = TARGETS if shaped else {"peak_rss_bytes": DEFAULT_MODEL_RSS_TARGET}
+        for key, limit in limits.items():
+            ratio = row["ratios"][key]
+            out.append({"file": row["file"], "cache": row["cache"], "metric": key, "max_ratio": limit,
+                        "ratio": ratio, "met": ratio is not None and ratio <= limit})
+    return out
+
+
+def format_load_table(report: dict) -> str:
+    """One line per file, cache state and metric: ours | llama.cpp | ratio."""
+    cells = {"load_s": ("load s", "{:.2f}", 1), "peak_rss_bytes": ("peak RSS MiB", "{:.0f}", 1 / 2**20),
+             "prefill_tok_s": ("prefill tok/s", "{:.1f}", 1), "decode_tok_s": ("decode tok/s", "{:.2f}", 1),
+             "ttft_s": ("time to first token s", "{:.2f}", 1)}
+    lines = [f"{'file':<22} {'cache':<5} {'metric':<22} {'ours':>9} {'llama.cpp':>9} {'ratio':>6}"]
+    for row in report["rows"]:
+        for key, (label, fmt, scale) in cells.items():
+            values = [_cell(row[side][key], fmt, scale) for side in ("ours", "llamacpp")]
+            lines.append(f"{row['file']:<22} {row['cache']:<5} {label:<22} {values[0]:>9} {values[1]:>9} "
+                         f"{_cell(row['ratios'][key], '{:.2f}', 1):>6}")
+        loads = ", ".join(f"{side} {row[f'{side}_load_average']:.1f}" for side in ("ours", "llamacpp"))
+        resident = ", ".join(f"{side} {_cell(row[f'{side}_cache']['resident_fraction'], '{:.0%}', 1)}"
+                             for side in ("ours", "llamacpp"))
+        lines.append(f"{'':<22} {row['cache']:<5} 1-min load before: {loads}; file in page cache: {resident}")
+    lines.append(f"prompt {report['prompt_tokens']} tokens, {report['new_tokens']} new (greedy, batch 1); "
+                 f"{report['threads']} threads")
+    lines += [f"target {t['file']} {t['cache']} {t['metric']} <= {t['max_ratio']}x: "
+              f"{_cell(t['ratio'], '{:.2f}x', 1)} {'met' if t['met'] else 'NOT met'}" for t in report["targets"]]
+    return "\n".join(lines)
+
+
+def _cell(value, fmt: str, scale: float) -> str:
+    return "-" if value is None else fmt.format(value * scale)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(Run(**json.loads(sys.argv[1])))))

@@ -1,0 +1,241 @@
+"""Packed (int4/int8) layers built straight from a GGUF's mapped bytes, on a few loader threads.
+
+Q4_0/Q4_1/Q4_K weights go to PyTorch's CPU int4 layout (int4_pack), the other types to int8 rows
+(int8_pack), both in numpy, so the loader threads start no OpenMP team (compute.py says why that
+matters). A tensor's file pages are read ahead when its packing starts and dropped from the process
+when it ends: the mapped file never sits in memory beside its packed copy. The reference is
+quant_linear.reference_packed_linear (torch, whole tensors); this matches it bit for bit.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import pages
+from .dequant import GGML_TYPES, UnsupportedTensorType, type_name
+from .gguf_file import GGUFFile, ModelFileError
+from .int4_pack import Q4_FORMATS, cpu_int4_layout, pack_int4
+from .int4_scales import scales_and_zeros_into
+from .int8_pack import DECODERS, int8_rows_into
+from .model import Linear, Transformer
+from .quant_linear import (
+    GROUP_SIZE,
+    INT8_K_MULTIPLE,
+    GGUFEmbedding,
+    Int8Embedding,
+    PackedLinear,
+    int4_exact,
+    reference_packed_linear,
+)
+
+# (fused module, its parts) computed as one matmul: q|k|v and gate|up
+FUSED = {"attention.wqkv": ("attention.wq", "attention.wk", "attention.wv"),
+         "feed_forward.w13": ("feed_forward.w1", "feed_forward.w3")}
+MAX_THREADS = 4
+SLAB_BYTES = 8 << 20  # GGUF bytes mapped at once per thread
+
+
+@dataclass(frozen=True)
+class Part:
+    """One GGUF weight: name, ggml type id, shape (out_features, in_features), raw (mapped) data."""
+    name: str
+    ggml_type: int
+    shape: tuple[int, int]
+    data: np.ndarray
+
+    @property
+    def kind(self) -> str:
+        return type_name(self.ggml_type)
+
+    def rows(self) -> np.ndarray:
+        """The data as bytes (out_features, bytes per row), checked against the type's block size."""
+        if self.ggml_type not in GGML_TYPES:
+            raise UnsupportedTensorType(f"tensor '{self.name}' has type {self.kind}, which the engine cannot decode; "
+                                        f"supported: {', '.join(t[0] for t in GGML_TYPES.values())}")
+        _, block_values, block_bytes = GGML_TYPES[self.ggml_type]
+        out_features, in_features = self.shape
+        raw = np.asarray(self.data).reshape(-1).view(np.uint8)
+        if in_features % block_values or raw.size != out_features * in_features // block_values * block_bytes:
+            raise ValueError(f"tensor '{self.name}': {raw.size} bytes do not hold {self.shape} {self.kind} values")
+        return raw.reshape(out_features, -1)
+
+
+@dataclass
+class Job:
+    """Pack `parts` (weights of one input, outputs concatenated) as `format`; `install` puts the result in place."""
+    parts: list[Part]
+    format: str  # "int4" or "int8"
+    install: Callable[[PackedLinear], None] = lambda layer: None
+
+    def in_numpy(self) -> bool:
+        """Whether the fast numpy packers take it (and so may run on a loader thread)."""
+        if self.format == "int8":
+            return all(p.kind in DECODERS for p in self.parts)
+        layout = cpu_int4_layout()
+        return layout is not None and all(p.shape[0] % layout.block_rows == 0 for p in self.parts[:-1])
+
+    def run(self) -> PackedLinear:
+        if not self.in_numpy():
+            try:
+                return reference_packed_linear([(p.data, p.ggml_type, p.shape, p.name) for p in self.parts])
+            finally:
+                for part in self.parts:
+                    pages.drop(part.data)
+        return _int4(self.parts) if self.format == "int4" else _int8(self.parts)
+
+
+def weight_format(parts: list[Part]) -> str | None:
+    """int4 when every part's Q4 blocks map onto int4 groups, int8 when none do, else None (do not fuse)."""
+    if len({p.shape[1] for p in parts}) != 1:
+        return None
+    int4 = [int4_exact(p.ggml_type, p.shape) for p in parts]
+    return "int4" if all(int4) else None if any(int4) else "int8"
+
+
+def pack_linear(parts: list[Part]) -> PackedLinear | None:
+    """One PackedLinear for `parts` (one weight, or several of one input fused); None when they would not fuse."""
+    fmt = weight_format(parts)
+    return None if fmt is None else Job(parts, fmt).run()
+
+
+def _int4(parts: list[Part]) -> PackedLinear:
+    n, k = sum(p.shape[0] for p in parts), parts[0].shape[1]
+    weight = pages.empty((n, k // 2), np.uint8)
+    scales = pages.empty((k // GROUP_SIZE, n, 2), np.int16)  # bf16 (scale, zero) pairs, as the kernel reads them
+    pairs, layout = scales.view(np.uint32)[..., 0], cpu_int4_layout()  # pairs: (groups, n), one uint32 each
+    for at, rows, kind in _slabs(parts, layout.block_rows):
+        end = at + rows.shape[0]
+        pack_int4(rows, Q4_FORMATS[kind], layout, weight[at:end])
+        scales_and_zeros_into(rows, kind, pairs[:, at:end])
+    return PackedLinear(k, n, "int4", torch.from_numpy(weight), torch.from_numpy(scales).view(torch.bfloat16))
+
+
+def _int8(parts: list[Part]) -> PackedLinear:
+    n, k = sum(p.shape[0] for p in parts), parts[0].shape[1]
+    codes = pages.empty((n, k + -k % INT8_K_MULTIPLE), np.int8)
+    scales = np.empty(n, np.int16)
+    for at, rows, kind in _slabs(parts, 1):
+        end = at + rows.shape[0]
+        int8_rows_into(rows, kind, codes[at:end], scales.view(np.uint16)[at:end])
+    return PackedLinear(k, n, "int8", torch.from_numpy(codes), torch.from_numpy(scales).view(torch.bfloat16))
+
+
+def _slabs(parts: list[Part], multiple: int):
+    """(first output row, rows, ggml type name) of every part in slabs of about SLAB_BYTES (whole `multiple`s
+    of rows): each slab's file pages are mapped in one call before it is packed, and dropped once it is."""
+    at = 0
+    for part in parts:
+        rows = part.rows()
+        step = max(multiple, SLAB_BYTES // rows.shape[1] // multiple * multiple)
+        previous = 0
+        for first in range(0, rows.shape[0], step):
+            slab = rows[first:first + step]
+            pages.populate(slab)
+            yield at + first, slab, part.kind
+            pages.drop(rows[previous:first + step])  # from the previous slab on: the page they share goes too
+            previous = first
+        at += rows.shape[0]
+
+
+def pack_model(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> dict[str, str]:
+    """Put packed layers in `model` for the token embeddings and every linear weight in `mapping`
+    (GGUF name -> our parameter name); return the rest of the mapping (norms) for dense loading."""
+    rest = dict(mapping)
+    jobs = _embedding_jobs(model, gguf, rest) + _fused_jobs(model, gguf, rest) + _linear_jobs(model, gguf, rest)
+    jobs.sort(key=lambda job: -sum(p.data.nbytes for p in job.parts))  # largest first: the threads finish together
+    try:
+        _run_all(jobs)
+    except ValueError as exc:  # a tensor whose bytes do not match its type and shape, or an unknown type
+        raise ModelFileError(f"{gguf.path}: {exc}") from exc
+    return rest
+
+
+def drop_file_pages(gguf: GGUFFile) -> None:
+    """Take the whole mapped file out of the resident set once the weights are loaded: the per-slab drops
+    leave large folios that straddle tensors, and reading the norms maps 2 MiB folios whole. The pages stay
+    in the page cache; untied embeddings (GGUFEmbedding) fault their rows back in when looked up."""
+    if gguf.tensors:
+        pages.drop_mapping(next(iter(gguf.tensors.values())).data)
+
+
+def _run_all(jobs: list[Job]) -> None:
+    threads = min(MAX_THREADS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads, thread_name_prefix="engine-pack") as pool:
+        try:
+            futures = [(job, pool.submit(job.run)) for job in jobs if job.in_numpy()]
+            for job in jobs:
+                if not job.in_numpy():  # the torch reference: here, on the compute thread
+                    job.install(job.run())
+            for job, future in futures:
+                job.install(future.result())
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+def _part(gguf: GGUFFile, name: str, expected: tuple[int, ...]) -> Part:
+    info = gguf.tensors[name]
+    if tuple(info.shape) != expected:
+        raise ModelFileError(f"{gguf.path}: tensor '{name}' has shape {tuple(info.shape)}, expected {expected}")
+    return Part(name, info.ggml_type, tuple(info.shape), info.data)
+
+
+def _embedding_jobs(model: Transformer, gguf: GGUFFile, rest: dict[str, str]) -> list[Job]:
+    """Untied: embeddings read from the mapped file per lookup. Tied: one int8 table for lookup and head."""
+    part = _part(gguf, "token_embd.weight", tuple(model.tok_embeddings.weight.shape))
+    del rest["token_embd.weight"]
+    if not model.args.tied_output:
+        model.tok_embeddings = GGUFEmbedding(part.rows(), part.ggml_type, model.args.dim)
+        return []
+
+    def install(table: PackedLinear) -> None:
+        model.tok_embeddings, model.output = Int8Embedding(table), table
+
+    return [Job([part], "int8", install)]
+
+
+def _fused_jobs(model: Transformer, gguf: GGUFFile, rest: dict[str, str]) -> list[Job]:
+    gguf_name_of = {ours.removesuffix(".weight"): g for g, ours in rest.items()}
+    jobs = []
+    for i, layer in enumerate(model.layers):
+        for fused_name, part_names in FUSED.items():
+            parts = [_part(gguf, gguf_name_of[f"layers.{i}.{p}"], tuple(layer.get_submodule(p).weight.shape))
+                     for p in part_names]
+            fmt = weight_format(parts)
+            if fmt is None:
+                continue  # mixed formats (e.g. Q4_K with a Q6_K attn_v): each layer keeps its own
+            jobs.append(Job(parts, fmt, _installer(layer, fused_name, part_names)))
+            for part in parts:
+                del rest[part.name]
+    return jobs
+
+
+def _installer(layer: nn.Module, fused_name: str, part_names: tuple[str, ...]) -> Callable[[PackedLinear], None]:
+    def install(fused: PackedLinear) -> None:
+        _replace(layer, fused_name, fused)
+        for name in part_names:
+            _replace(layer, name, None)  # the part now lives in the fused matmul
+    return install
+
+
+def _linear_jobs(model: Transformer, gguf: GGUFFile, rest: dict[str, str]) -> list[Job]:
+    jobs = []
+    for gguf_name, our_name in list(rest.items()):
+        module_name = our_name.removesuffix(".weight")
+        module = model.get_submodule(module_name)
+        if not isinstance(module, Linear):
+            continue
+        part = _part(gguf, gguf_name, tuple(module.weight.shape))
+        jobs.append(Job([part], weight_format([part]), lambda layer, name=module_name: model.set_submodule(name, layer)))
+        del rest[gguf_name]
+    return jobs
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module | None) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent), attr, new)
