@@ -6,22 +6,21 @@ Layers: isolated interpreter with rlimits, scrubbed env and an empty temp dir; r
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import logging
 import math
 import os
 import pwd
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import sandbox_policy as policy
+from .sandbox_workdir import private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -149,25 +148,8 @@ def _drop_target() -> tuple[int, int] | None:
 
 
 def _execute_in_workdir(code: str, entry: str, timeout_s: float) -> _Outcome:
-    workdir = tempfile.mkdtemp(prefix="pal-")
-    try:
-        target = _drop_target()
-        if target is not None:
-            os.chown(workdir, *target)  # the child works here after giving up root
+    with private_dir(_drop_target()) as workdir:
         return _execute(code, entry, timeout_s, workdir)
-    finally:
-        _remove_workdir(workdir)
-
-
-def _remove_workdir(workdir: str) -> None:
-    def retry_writable(func, path, _exc_info):
-        os.chmod(os.path.dirname(path), 0o700)  # a program may have left a read-only directory
-        func(path)
-
-    try:
-        shutil.rmtree(workdir, onerror=retry_writable)
-    except OSError as exc:
-        logger.warning("could not remove the sandbox temp dir %s: %s", workdir, exc)
 
 
 def _execute(code: str, entry: str, timeout_s: float, workdir: str) -> _Outcome:
@@ -222,38 +204,12 @@ def _child_config(program: str, entry: str, timeout_s: float, workdir: str, writ
         "file_size_bytes": FILE_SIZE_LIMIT_BYTES, "open_files": OPEN_FILES_LIMIT,
         "stdout_limit": STDOUT_LIMIT_BYTES, "result_limit": RESULT_LIMIT_BYTES,
         "allowed_modules": list(ALLOWED_MODULES), "helper_modules": list(_HELPER_MODULES),
-        "lib_dirs": _security_lib_dirs(), "read_only_paths": _read_only_paths(),
-        "read_write_files": [p for p in ("/dev/null",) if os.path.exists(p)],
-        "trusted_code_prefixes": [d + os.sep for d in _stdlib_dirs()] + [str(_CHILD_SCRIPT)],
+        "lib_dirs": policy.security_lib_dirs(), "read_only_paths": policy.read_only_paths(),
+        "read_write_files": policy.read_write_files(), "seccomp_policy": policy.seccomp_policy(),
+        "trusted_code_prefixes": [d + os.sep for d in policy.stdlib_dirs()] + [str(_CHILD_SCRIPT)],
         "drop_to": _drop_target(), "disabled_layers": sorted(_DISABLED_LAYERS),
         "required_layers": sorted(REQUIRED_LAYERS),
     }
-
-
-@functools.lru_cache(maxsize=1)
-def _stdlib_dirs() -> list[str]:
-    """The base interpreter's stdlib and extension-module dirs (not the venv: the child runs with -S)."""
-    dirs = {os.path.dirname(os.__file__), sysconfig.get_config_var("DESTSHARED") or ""}
-    dirs |= {os.path.realpath(d) for d in dirs if d}
-    return sorted(d.rstrip(os.sep) for d in dirs if d and os.path.isdir(d))
-
-
-@functools.lru_cache(maxsize=1)
-def _read_only_paths() -> list[str]:
-    system = ["/usr/lib", "/lib", "/lib64", "/usr/lib64", "/dev/urandom", "/dev/zero", "/etc/localtime"]
-    return _stdlib_dirs() + [p for p in system if os.path.exists(p)]
-
-
-@functools.lru_cache(maxsize=1)
-def _security_lib_dirs() -> list[str]:
-    # The child runs with -S (no site-packages), so it is told where these two libraries live.
-    dirs = []
-    for name in ("pyseccomp", "landlock"):
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            parent = Path(spec.origin).parent
-            dirs.append(str(parent.parent if spec.submodule_search_locations else parent))
-    return sorted(set(dirs))
 
 
 class _Watch:
@@ -386,6 +342,8 @@ def _result(kind: str, value, stdout: bytes, dropped: int, error: str, duration_
     text = bytes(stdout).decode("utf-8", errors="replace")
     if dropped:
         text += f"\n[output truncated at {STDOUT_LIMIT_BYTES} bytes]"
+    # Error text goes to stores and back to the model: a lone surrogate in it becomes a visible \udXXX.
+    error = error.encode("utf-8", errors="backslashreplace").decode("utf-8")
     return SandboxResult(kind == "ok", value if kind == "ok" else None, text, error, kind, duration_ms, layers)
 
 

@@ -15,33 +15,6 @@ import sys
 import traceback
 
 PROGRAM_FILENAME = "<pal-program>"
-_CLONE_THREAD = 0x00010000
-_CLONE_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
-_TIOCSTI = 0x5412
-_PR_SET_DUMPABLE = 4
-# Denied outright with EPERM. Landlock does not cover metadata changes (chmod, chown, xattr, times),
-# so those are here too; the rest is network, new processes, other processes, identity and kernel
-# attack surface that no arithmetic program needs.
-_DENIED_SYSCALLS = (
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "sendto", "sendmsg",
-    "sendmmsg", "recvfrom", "recvmsg", "recvmmsg", "setsockopt",
-    "execve", "execveat", "fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
-    "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "tkill", "setsid", "setpgid",
-    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
-    "setgroups", "capset", "setrlimit",
-    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
-    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
-    "setxattrat", "removexattrat", "utime", "utimes", "utimensat", "futimesat", "mknod", "mknodat",
-    "name_to_handle_at", "open_by_handle_at",
-    "mount", "umount2", "pivot_root", "chroot", "setns", "unshare", "move_mount", "open_tree",
-    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "reboot", "kexec_load",
-    "kexec_file_load", "init_module", "finit_module", "delete_module", "swapon", "swapoff", "acct",
-    "quotactl", "quotactl_fd", "syslog", "sethostname", "setdomainname", "settimeofday",
-    "clock_settime", "clock_adjtime", "adjtimex", "iopl", "ioperm", "modify_ldt", "personality",
-    "lookup_dcookie", "vhangup", "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key",
-    "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register", "fanotify_init",
-    "migrate_pages", "move_pages",
-)
 
 
 class SandboxImportError(ImportError):
@@ -149,7 +122,7 @@ def _lock_down(cfg: dict, seccomp, landlock) -> dict:
     layers["unprivileged"] = _drop_privileges(cfg, "unprivileged" in disabled)
     if ruleset is not None:
         _apply_landlock(ruleset)
-    layers["seccomp"] = _apply_seccomp(seccomp, "seccomp" in disabled)
+    layers["seccomp"] = _apply_seccomp(seccomp, cfg["seccomp_policy"], "seccomp" in disabled)
     enabled = "import_allowlist" not in disabled
     layers["import_allowlist"] = [enabled, f"{len(cfg['allowed_modules'])} modules" if enabled else "disabled"]
     return layers
@@ -173,7 +146,8 @@ def _prepare_landlock(cfg: dict, landlock, disabled: bool) -> tuple:
     for path in cfg["read_write_files"]:
         ruleset.allow(path, rules=access.READ_FILE | access.WRITE_FILE)
     ruleset.allow(cfg["workdir"], rules=_workdir_access(access, abi))
-    return ruleset, [True, f"ABI {abi}; read-only stdlib and system libraries, read-write only the temp dir"]
+    return ruleset, [True, f"ABI {abi}; read-only {', '.join(cfg['read_only_paths'])}; "
+                      "read-write only the temp dir and /dev/null"]
 
 
 def _workdir_access(access, abi: int):
@@ -199,46 +173,46 @@ def _drop_privileges(cfg: dict, disabled: bool) -> list:
     return [True, f"dropped root to uid {uid}, gid {gid}"]
 
 
-def _apply_seccomp(seccomp, disabled: bool) -> list:
+def _apply_seccomp(seccomp, policy: dict, disabled: bool) -> list:
     if disabled:
         return [False, "disabled by configuration"]
     if seccomp is None:
         return [False, "libseccomp or the pyseccomp package is unavailable"]
-    flt = seccomp.SyscallFilter(seccomp.ALLOW)
+    flt = seccomp.SyscallFilter(seccomp.ERRNO(errno.EPERM))  # an allowlist: whatever is not allowed fails
     flt.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)  # also kills x32 / int 0x80 calls
-    unknown = _add_rules(seccomp, flt)
+    unknown = _add_rules(seccomp, flt, policy)
     try:
         flt.load()
     except OSError as exc:
         if exc.errno in (errno.EINVAL, errno.ENOSYS):
             return [False, f"the kernel refused the filter: {exc.strerror}"]
         raise
+    allowed = len(policy["allow"]) + len({name for name, _ in policy["allow_if"]}) - len(unknown)
     skipped = f"; unknown to libseccomp: {', '.join(unknown)}" if unknown else ""
-    return [True, f"{len(_DENIED_SYSCALLS) - len(unknown)} syscalls denied, no fork/exec/network{skipped}"]
+    return [True, f"allowlist of {allowed} syscalls, some only with certain arguments; all else EPERM{skipped}"]
 
 
-def _add_rules(seccomp, flt) -> list:
-    eperm, arg = seccomp.ERRNO(errno.EPERM), seccomp.Arg
-    unknown = [name for name in _DENIED_SYSCALLS if not _deny(seccomp, flt, eperm, name)]
-    # glibc falls back from clone3 (whose flags live in memory, out of seccomp's sight) to clone.
-    flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-    flt.add_rule(eperm, "clone", arg(0, seccomp.MASKED_EQ, _CLONE_THREAD, 0))  # threads yes, processes no
-    for flag in _CLONE_NAMESPACES:
-        flt.add_rule(eperm, "clone", arg(0, seccomp.MASKED_EQ, flag, flag))
-    pid = os.getpid()
-    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-        flt.add_rule(eperm, name, arg(0, seccomp.NE, pid))  # signals only to itself
-    flt.add_rule(eperm, "prlimit64", arg(2, seccomp.NE, 0))  # may read its limits, never change them
-    flt.add_rule(eperm, "ioctl", arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, _TIOCSTI))
-    flt.add_rule(eperm, "prctl", arg(0, seccomp.EQ, _PR_SET_DUMPABLE))
-    return unknown
+def _add_rules(seccomp, flt, policy: dict) -> list:
+    """Add the policy's rules; return the names this libseccomp (or architecture) does not know."""
+    known = {name for name in [*policy["allow"], *(n for n, _ in policy["allow_if"]), *policy["enosys"]]
+             if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) >= 0}
+    for name in policy["allow"]:
+        if name in known:
+            flt.add_rule(seccomp.ALLOW, name)
+    for name, conditions in policy["allow_if"]:
+        if name in known:
+            flt.add_rule(seccomp.ALLOW, name, *(_condition(seccomp, *c) for c in conditions))
+    for name in policy["enosys"]:
+        if name in known:
+            flt.add_rule(seccomp.ERRNO(errno.ENOSYS), name)
+    every = [*policy["allow"], *(n for n, _ in policy["allow_if"])]
+    return sorted(set(every) - known)
 
 
-def _deny(seccomp, flt, action: int, name: str) -> bool:
-    if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) < 0:
-        return False  # a syscall this libseccomp (or architecture) does not know
-    flt.add_rule(action, name)
-    return True
+def _condition(seccomp, index: int, op: str, *values):
+    # "self" is this process's pid, which only the child knows.
+    values = [os.getpid() if value == "self" else value for value in values]
+    return seccomp.Arg(index, getattr(seccomp, op), *values)
 
 
 def _memory_message(cfg: dict) -> str:

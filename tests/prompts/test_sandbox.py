@@ -128,9 +128,10 @@ def spawned_pids(monkeypatch):
     pids, original = [], subprocess.Popen
 
     class Recording(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            pids.append(self.pid)
+        def __init__(self, command, *args, **kwargs):
+            super().__init__(command, *args, **kwargs)
+            if str(sandbox._CHILD_SCRIPT) in command:  # not the cleanup process
+                pids.append(self.pid)
 
     monkeypatch.setattr(sandbox.subprocess, "Popen", Recording)
     return pids
@@ -339,7 +340,7 @@ def test_a_missing_layer_is_reported_never_pretended(monkeypatch):
 
 
 def test_without_the_security_libraries_the_run_says_which_layers_are_missing(monkeypatch, caplog):
-    monkeypatch.setattr(sandbox, "_security_lib_dirs", lambda: [])  # as if pyseccomp and landlock were absent
+    monkeypatch.setattr(sandbox.policy, "security_lib_dirs", lambda: [])  # as if pyseccomp and landlock were absent
     with caplog.at_level("WARNING", logger="prompts.sandbox"):
         result = run_program("def solution():\n    return 1\n")
     assert result.ok and not {"seccomp", "landlock"} & set(result.layers)
