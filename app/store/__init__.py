@@ -23,8 +23,7 @@ class Store(RunStore, TemplateStore, BatchStore):
     """One SQLite database, migrated on open; safe to share between threads (a pooled connection per operation)."""
 
     def __init__(self, path: str | Path):
-        super().__init__(path)
-        migrate(self)
+        super().__init__(path, setup=migrate)
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
