@@ -128,9 +128,9 @@ def in_fresh_process(run: Run) -> dict:
 def measure(run: Run) -> dict:
     """In a fresh process: load, warm up on 8 other tokens, then one greedy stream after the prompt."""
     if run.side == "ours":  # imports are not loading: both sides import first
-        import engine  # noqa: F401
+        from engine import load_model  # noqa: F401
     else:
-        import llama_cpp  # noqa: F401
+        from llama_cpp import Llama  # noqa: F401
     started = time.perf_counter()
     model = _load(run)
     out = {"load_s": time.perf_counter() - started, "load_peak_rss_bytes": peak_rss_bytes()}
