@@ -23,6 +23,7 @@ from prompts.trace import RunInfo
 from .batch_input import BatchInput, Question
 from .runner import StrategyOptions, record_run
 from .store import Store
+from .store.database import valid_text
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,11 @@ def _write(futures: set[Future], out, on_record: Callable[[dict], None] | None =
         if (failure := future.exception()) is not None:
             failures.append(failure)
             continue
-        out.write(json.dumps(future.result(), ensure_ascii=False) + "\n")
+        record = valid_text(future.result())  # the same text the store wrote, so OUT and the store agree
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
         if on_record:
-            on_record(future.result())
+            on_record(record)
     return failures
 
 

@@ -1,16 +1,25 @@
 """Read a batch input file: JSONL or CSV rows with `question` and optional `answer` and `id`.
 
-Bad rows (broken JSON, wrong encoding, no question) are reported with their line number and
-skipped; they never abort the batch.
+Text is UTF-8 (a leading BOM is dropped) or, when it starts with a byte-order mark, UTF-16 or UTF-32.
+A bad row (undecodable, broken or too deeply nested JSON, an oversized field, a lone surrogate, no
+question, a bad or duplicate id) is reported with its line number and skipped: it never aborts the
+batch. A file that cannot be read as text at all is one ValueError that says what to do.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+MAX_FIELD_CHARS = 131_072  # the csv module's own field limit, held for JSONL fields too
+# UTF-32-LE's mark begins with UTF-16-LE's, so it is tried first.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
 
 
 @dataclass(frozen=True)
@@ -25,71 +34,183 @@ class BatchInput:
     path: Path
     sha256: str
     questions: list[Question] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # "line N: why", one per skipped row
+    problems: list[str] = field(default_factory=list)  # "line N: why", one per skipped row, in line order
+
+
+class RowError(ValueError):
+    """Why one row is skipped."""
 
 
 def read_batch_input(path: str | Path) -> BatchInput:
-    """Parse the file by extension (.jsonl/.ndjson/.json lines, or .csv)."""
+    """Parse the file by extension (.csv, else JSON lines); bad rows become `problems`, never exceptions."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
     batch = BatchInput(path, hashlib.sha256(raw).hexdigest())
-    rows = _csv_rows(raw, batch.problems) if path.suffix.lower() == ".csv" else _jsonl_rows(raw, batch.problems)
-    seen: set[str] = set()
-    for line, row in rows:
-        question = _question(line, row, batch.problems, seen)
-        if question:
-            batch.questions.append(question)
-    batch.problems.sort(key=lambda problem: int(problem.split()[1].rstrip(":")))  # CSV decode errors come first
+    lines = _text_lines(raw)
+    rows = _csv_rows(lines) if path.suffix.lower() == ".csv" else _jsonl_rows(lines)
+    seen: dict[str, tuple[int, bool]] = {}
+    problems: list[tuple[int, str]] = []
+    for number, row in rows:
+        try:
+            batch.questions.append(_question(number, row, seen))
+        except RowError as exc:
+            problems.append((number, str(exc)))
+    batch.problems = [f"line {number}: {why}" for number, why in sorted(problems, key=lambda p: p[0])]
     return batch
 
 
-def _jsonl_rows(raw: bytes, problems: list[str]):
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            problems.append(f"line {number}: not UTF-8 text")
-            continue
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: broken JSON ({exc.msg})")
-            continue
-        if not isinstance(row, dict):
-            problems.append(f"line {number}: expected a JSON object")
-            continue
-        yield number, row
+# --- bytes to numbered lines of text
 
 
-def _csv_rows(raw: bytes, problems: list[str]):
-    lines = raw.splitlines(keepends=True)
-    text_lines = []
-    for number, line in enumerate(lines, start=1):
+def _text_lines(raw: bytes) -> list[tuple[int, str | None]]:
+    """(line number, its text with its newline) for every line; None for a line that is not UTF-8."""
+    for bom, codec in _WIDE_BOMS:
+        if raw.startswith(bom):
+            return list(enumerate(_split(_decode_whole(raw, codec)), start=1))
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    _refuse_wide_text(raw)
+    return [(number, _utf8(line)) for number, line in enumerate(_split(raw), start=1)]
+
+
+def _decode_whole(raw: bytes, codec: str) -> str:
+    try:
+        return raw.decode(codec.lower())  # the codec reads the mark and drops it
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the file starts with a {codec} byte-order mark but is not valid {codec} text "
+                         f"(at byte {exc.start}); save it as UTF-8") from exc
+
+
+def _refuse_wide_text(raw: bytes) -> None:
+    first = raw[: raw.find(b"\n")] if b"\n" in raw[:4096] else raw[:4096]
+    if len(first) >= 4 and first.count(0) * 4 >= len(first):  # every other (or every fourth) byte is 0
+        raise ValueError("the file looks like UTF-16 or UTF-32 text without a byte-order mark; save it as UTF-8")
+
+
+def _split(data):
+    """Lines of bytes or str split at "\\n" only, each keeping its newline (line numbers as an editor counts)."""
+    newline = b"\n" if isinstance(data, bytes) else "\n"
+    parts = data.split(newline)
+    return [part + newline for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _utf8(line: bytes) -> str | None:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+# --- lines to rows: a dict per row, or the RowError that skips it
+
+
+def _jsonl_rows(lines: list[tuple[int, str | None]]) -> Iterator[tuple[int, dict | RowError]]:
+    for number, text in lines:
+        if text is None:
+            yield number, RowError("not UTF-8 text")
+        elif text.strip():
+            yield number, _json_object(text)
+
+
+def _json_object(text: str) -> dict | RowError:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RowError(f"broken JSON ({exc.msg})")
+    except RecursionError:
+        return RowError("JSON nested too deeply")
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        return RowError(f"unreadable JSON ({exc})")
+    return row if isinstance(row, dict) else RowError("expected a JSON object")
+
+
+def _csv_rows(lines: list[tuple[int, str | None]]) -> Iterator[tuple[int, dict | RowError]]:
+    for number, text in lines:
+        if text is None:
+            yield number, RowError("not UTF-8 text")
+    # An undecodable line stays as an empty one, so the reader's line numbers remain the file's; newline=""
+    # lets the reader see \r\n, \n and a lone \r as the csv module expects.
+    content = "".join("\n" if text is None else text for _, text in lines)
+    reader = csv.reader(io.StringIO(content, newline=""))
+    header = _header(reader)
+    while True:
         try:
-            text_lines.append(line.decode("utf-8-sig" if number == 1 else "utf-8"))
-        except UnicodeDecodeError:
-            problems.append(f"line {number}: not UTF-8 text")
-            text_lines.append("\n")  # keep line numbers aligned
-    reader = csv.DictReader(io.StringIO("".join(text_lines)))
-    if not reader.fieldnames or "question" not in [f.strip().lower() for f in reader.fieldnames]:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, RowError(f"unreadable CSV ({exc})")
+            continue
+        if any(cells):
+            yield reader.line_num, dict(zip(header, cells))
+
+
+def _header(reader) -> list[str]:
+    try:
+        header = [name.strip().lower() for name in next(reader, [])]
+    except csv.Error as exc:
+        raise ValueError(f"the CSV header row is unreadable ({exc})") from exc
+    if "question" not in header:
         raise ValueError("the CSV needs a header row with a 'question' column (optional: answer, id)")
-    for row in reader:
-        if any(v for v in row.values() if v):
-            yield reader.line_num, {(k or "").strip().lower(): v for k, v in row.items()}
+    return header
 
 
-def _question(line: int, row: dict, problems: list[str], seen: set[str]) -> Question | None:
+# --- a row to a Question
+
+
+def _question(number: int, row: dict | RowError, seen: dict[str, tuple[int, bool]]) -> Question:
+    if isinstance(row, RowError):
+        raise row
     question = row.get("question")
-    if not isinstance(question, str) or not question.strip():
-        problems.append(f"line {line}: no question")
+    if question is None or (isinstance(question, str) and not question.strip()):
+        raise RowError("no question")
+    if not isinstance(question, str):
+        raise RowError(f"the question must be text, not {type(question).__name__}")
+    raw_id = row.get("id")
+    qid, answer = _id(raw_id, number), _answer(row.get("answer"))
+    for name, value in (("question", question), ("id", qid), ("answer", answer)):
+        _check_text(name, value)
+    _claim(qid, number, raw_id, seen)
+    return Question(qid, question.strip(), answer)
+
+
+def _id(value, number: int) -> str:
+    if value is None or value == "":
+        return f"line-{number}"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RowError(f"the id must be a string or an integer, not {json.dumps(value)[:40]}")
+    return str(value)
+
+
+def _answer(value) -> str | None:
+    if value is None or value == "":
         return None
-    qid = str(row.get("id") or f"line-{line}")
-    if qid in seen:
-        problems.append(f"line {line}: duplicate id '{qid}'")
-        return None
-    seen.add(qid)
-    answer = row.get("answer")
-    return Question(qid, question.strip(), None if answer in (None, "") else str(answer))
+    if not isinstance(value, (str, int, float)):
+        raise RowError("the answer must be a string or a number")
+    return str(value)
+
+
+def _check_text(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    if len(value) > MAX_FIELD_CHARS:
+        raise RowError(f"the {name} is {len(value):,} characters; the limit is {MAX_FIELD_CHARS:,}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # only JSON escapes such as "\ud800" can make one
+        lone = value[exc.start].encode("unicode_escape").decode()
+        raise RowError(f"the {name} holds a lone surrogate ({lone}), which is not text") from None
+
+
+def _claim(qid: str, number: int, raw_id, seen: dict[str, tuple[int, bool]]) -> None:
+    """Record the id as used by this line; a second use is this row's error."""
+    if qid not in seen:
+        seen[qid] = (number, isinstance(raw_id, int))
+        return
+    first, first_was_int = seen[qid]
+    if raw_id is None or raw_id == "":
+        raise RowError(f"its default id '{qid}' is already taken on line {first}; give the row an id")
+    note = f'; ids are text, so {qid} and "{qid}" are the same id' if first_was_int or isinstance(raw_id, int) else ""
+    raise RowError(f"duplicate id '{qid}' (also on line {first}{note})")
