@@ -24,7 +24,7 @@ import numpy as np
 from .engine import _llama_token_times, _ours_times, peak_rss_bytes
 from .gguf_shapes import RECIPES, shaped_gguf
 
-METRICS = ("load_s", "peak_rss_bytes", "prefill_tok_s", "decode_tok_s", "ttft_s")
+METRICS = ("load_s", "load_cpu_s", "peak_rss_bytes", "prefill_tok_s", "decode_tok_s", "ttft_s")
 TARGETS = {"load_s": 1.5, "peak_rss_bytes": 1.2}  # ours / llama.cpp, at most, on the shaped files
 DEFAULT_MODEL_RSS_TARGET = 2.0
 
@@ -131,9 +131,10 @@ def measure(run: Run) -> dict:
         from engine import load_model  # noqa: F401
     else:
         from llama_cpp import Llama  # noqa: F401
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     model = _load(run)
-    out = {"load_s": time.perf_counter() - started, "load_peak_rss_bytes": peak_rss_bytes()}
+    out = {"load_s": time.perf_counter() - started, "load_cpu_s": time.process_time() - cpu,  # all threads
+           "load_peak_rss_bytes": peak_rss_bytes()}
     try:
         first, last, n = _stream(model, run)
     finally:
@@ -182,14 +183,15 @@ def _targets(rows: list[dict], shape: str) -> list[dict]:
 
 def format_load_table(report: dict) -> str:
     """One line per file, cache state and metric: ours | llama.cpp | ratio."""
-    cells = {"load_s": ("load s", "{:.2f}", 1), "peak_rss_bytes": ("peak RSS MiB", "{:.0f}", 1 / 2**20),
+    cells = {"load_s": ("load s", "{:.2f}", 1), "load_cpu_s": ("load CPU s (all threads)", "{:.2f}", 1),
+             "peak_rss_bytes": ("peak RSS MiB", "{:.0f}", 1 / 2**20),
              "prefill_tok_s": ("prefill tok/s", "{:.1f}", 1), "decode_tok_s": ("decode tok/s", "{:.2f}", 1),
              "ttft_s": ("time to first token s", "{:.2f}", 1)}
-    lines = [f"{'file':<22} {'cache':<5} {'metric':<22} {'ours':>9} {'llama.cpp':>9} {'ratio':>6}"]
+    lines = [f"{'file':<22} {'cache':<5} {'metric':<24} {'ours':>9} {'llama.cpp':>9} {'ratio':>6}"]
     for row in report["rows"]:
         for key, (label, fmt, scale) in cells.items():
             values = [_cell(row[side][key], fmt, scale) for side in ("ours", "llamacpp")]
-            lines.append(f"{row['file']:<22} {row['cache']:<5} {label:<22} {values[0]:>9} {values[1]:>9} "
+            lines.append(f"{row['file']:<22} {row['cache']:<5} {label:<24} {values[0]:>9} {values[1]:>9} "
                          f"{_cell(row['ratios'][key], '{:.2f}', 1):>6}")
         loads = ", ".join(f"{side} {row[f'{side}_load_average']:.1f}" for side in ("ours", "llamacpp"))
         resident = ", ".join(f"{side} {_cell(row[f'{side}_cache']['resident_fraction'], '{:.0%}', 1)}"
