@@ -12,6 +12,7 @@ from .chat_template import ChatTemplate
 from .completion import Completion, ParamError, check_prompt
 from .compute import COMPUTE
 from .gguf_file import GGUFFile
+from .grammar import ConstraintCompiler
 from .kv_pool import BlockPool, PoolExhausted
 from .loader import build_transformer, default_model_path, describe_gguf, model_args, resident_bytes
 from .model import ModelArgs
@@ -74,9 +75,11 @@ class Engine:
         self.device, self.dtype, self.weights = device, dtype, weights
         self.pool = self._kv_pool(kv_cache_mb)
         self.reasoning_tags = ReasoningTags.of_template(gguf.get("tokenizer.chat_template"))
+        self.constraints = ConstraintCompiler(self.tokenizer)
         self.scheduler = Scheduler(self.pool, self.tokenizer.token_bytes, self.tokenizer.eos_id, self.args.max_seq_len,
                                    max_batch=max_batch, reasoning_tags=self.reasoning_tags,
-                                   reasoning_close_ids=self.tokenizer.encode(self.reasoning_tags.close, add_bos=False))
+                                   reasoning_close_ids=self.tokenizer.encode(self.reasoning_tags.close, add_bos=False),
+                                   make_matcher=self.constraints.matcher)
         self.loop = StepLoop(self.scheduler, ModelRunner(self.model, self.pool))
         COMPUTE.attach(self.loop)
         self.info = self._describe(gguf)
@@ -98,6 +101,8 @@ class Engine:
         # checked here: a bad token id would otherwise fail the whole batch it joins
         check_prompt(ids, self.args.max_seq_len, self.args.vocab_size)
         params.validate(self.args.vocab_size)
+        if params.constraint is not None:
+            self.constraints.matcher(params.constraint)  # a bad grammar fails here, in the caller's thread
         if params.num_beams > 1:
             raise ParamError("num_beams > 1 is not served by the scheduler; use Engine.generate", "num_beams")
         return self.loop.submit(ids, params, self.starts_in_reasoning(ids))

@@ -44,23 +44,45 @@ class ModelRunner:
 
     def __init__(self, model: Transformer, pool: BlockPool, max_threads: int = CPU_THREADS):
         self.model, self.pool, self.max_threads = model, pool, max_threads
+        self._masks = None  # a MaskWorker, made for the first constrained row
 
     def execute(self, plan: StepPlan) -> StepOutput:
         output = StepOutput()
         for batch in plan.batches:
+            rows = [row for row in batch.rows if row.sampler is not None]
+            masks = self._start_masks(rows)  # computed while the forward runs
             self._set_threads(batch.tokens)
             logits = forward_rows(self.model, self.pool, batch.rows, batch.shared_blocks)
-            wanted = [b for b, row in enumerate(batch.rows) if row.sampler is not None]
-            if wanted:
-                rows = [batch.rows[b] for b in wanted]
-                for row, token in zip(rows, self._sample(logits[wanted], rows)):
+            if rows:
+                wanted = [b for b, row in enumerate(batch.rows) if row.sampler is not None]
+                bitmask = self._bitmask(rows, masks, logits.shape[-1])
+                for row, token in zip(rows, self._sample(logits[wanted], rows, bitmask)):
                     output.sampled[row.seq_id] = token
         return output
 
+    def _start_masks(self, rows: list[RowPlan]):
+        matchers = [r.matcher for r in rows if r.matcher is not None]
+        if not matchers:
+            return None
+        if self._masks is None:
+            from .grammar import MaskWorker  # llguidance loads only when a request is constrained
+            self._masks = MaskWorker()
+        return self._masks.start(matchers, self.model.args.vocab_size)
+
     @staticmethod
-    def _sample(logits: torch.Tensor, rows: list[RowPlan]) -> list[SampledToken]:
+    def _bitmask(rows: list[RowPlan], masks, vocab_size: int) -> torch.Tensor | None:
+        """The rows' packed allowed-token masks: the grammar's for constrained rows, all ones for the rest."""
+        if masks is None:
+            return None
+        constrained = masks.result()
+        bitmask = torch.full((len(rows), constrained.shape[1]), -1, dtype=torch.int32)
+        bitmask[[i for i, r in enumerate(rows) if r.matcher is not None]] = constrained
+        return bitmask
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, rows: list[RowPlan], bitmask: torch.Tensor | None) -> list[SampledToken]:
         samplers = [r.sampler for r in rows]
-        next_ids = sample(logits, samplers)
+        next_ids = sample(logits, samplers, bitmask=bitmask)
         forced = [(i, r.forced_token) for i, r in enumerate(rows) if r.forced_token is not None]
         if forced:  # the token is given, its log-probability is still the model's
             next_ids[[i for i, _ in forced]] = torch.tensor([t for _, t in forced], device=next_ids.device)

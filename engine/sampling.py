@@ -151,15 +151,20 @@ def exponential_noise(states: list[SamplerState], vocab: int, device) -> torch.T
     return torch.stack([torch.empty(vocab).exponential_(generator=s.generator) for s in states]).to(device)
 
 
-def sample(logits: torch.Tensor, states: list[SamplerState], use_triton: bool | None = None) -> torch.Tensor:
+def sample(logits: torch.Tensor, states: list[SamplerState], use_triton: bool | None = None,
+           bitmask: torch.Tensor | None = None) -> torch.Tensor:
     """Next token per row (B,) from raw logits (B, V), following each row's SamplingParams.
 
+    `bitmask` (B, ceil(V / 32)) int32, packed: a row samples only tokens whose bit is set (grammar
+    constraints; all bits set for a free row). It applies first, before bias and penalties.
     `use_triton` (default: on CUDA when Triton is installed) runs the fused kernels instead.
     """
     if use_triton is None:
         use_triton = logits.is_cuda and _triton_available()
     if use_triton:
-        return _sample_triton(logits, states)
+        return _sample_triton(logits, states, bitmask)
+    if bitmask is not None:
+        logits = logits.masked_fill(~unpack_bitmask(bitmask.to(logits.device), logits.shape[-1]), NEG_INF)
     logits = apply_bias_and_penalties(logits, states)
     rows = RowParams.of([s.params for s in states], logits.device)
     greedy = logits.argmax(-1)
@@ -193,11 +198,13 @@ def _adjustment_tables(states: list[SamplerState], device):
     return column(0, torch.int64), column(1, torch.float32), column(2, torch.int32), column(3, torch.int32)
 
 
-def _sample_triton(logits: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
-    from .kernels.sampling import launch_adjust, launch_sample
+def _sample_triton(logits: torch.Tensor, states: list[SamplerState], bitmask: torch.Tensor | None) -> torch.Tensor:
+    from .kernels.sampling import launch_adjust, launch_bitmask, launch_sample
 
     device = logits.device
     logits = logits.float().contiguous().clone()
+    if bitmask is not None:
+        launch_bitmask(logits, bitmask.to(device).contiguous())
     params = [s.params for s in states]
     per_row = lambda name: torch.tensor([getattr(p, name) for p in params], dtype=torch.float32, device=device)  # noqa: E731
     launch_adjust(logits, *_adjustment_tables(states, device), per_row("repetition_penalty"),
@@ -207,6 +214,12 @@ def _sample_triton(logits: torch.Tensor, states: list[SamplerState]) -> torch.Te
     seeds = torch.tensor([int(torch.randint(0, 2**31 - 1, (1,), generator=s.generator)) for s in states],
                          dtype=torch.int64, device=device)
     return launch_sample(logits, rows.temperature, rows.top_k, rows.top_p, rows.min_p, rows.typical_p, seeds)[:, 0]
+
+
+def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Packed int32 bitmask (rows, ceil(V / 32)) -> bool (rows, V): True where the token is allowed."""
+    bits = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    return ((bitmask.unsqueeze(-1) >> bits) & 1).flatten(1)[:, :vocab_size].bool()
 
 
 def top_logprobs(logits: torch.Tensor, chosen: torch.Tensor, n: int) -> list[dict]:

@@ -7,6 +7,23 @@ from dataclasses import dataclass, field, fields
 
 from .completion import ParamError
 
+CONSTRAINT_KINDS = ("json_schema", "regex", "choice", "lark", "gbnf")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What the output must match: a JSON schema (its JSON text; "{}" for any JSON value), a regular
+    expression, one of several strings, or a context-free grammar in Lark or llama.cpp's GBNF syntax."""
+    kind: str
+    spec: str | tuple[str, ...]  # choice: the strings; otherwise the schema, regex or grammar text
+
+    def __post_init__(self):
+        if self.kind not in CONSTRAINT_KINDS:
+            raise ParamError(f"constraint kind '{self.kind}' is not one of {', '.join(CONSTRAINT_KINDS)}", "constraint")
+        if self.kind == "choice" and (isinstance(self.spec, str) or not self.spec):
+            raise ParamError("a choice constraint needs a non-empty list of strings", "constraint")
+
+
 KNOB = {"knob": True}  # field metadata: a per-request setting frontends expose (flags, UI, chat-model fields)
 
 
@@ -30,6 +47,7 @@ class SamplingParams:
     logprobs: int | None = None  # top-N alternatives per generated token
     num_beams: int = 1
     length_penalty: float = 1.0
+    constraint: Constraint | None = None  # grammar-constrained output (engine/grammar.py)
     max_reasoning_tokens: int | None = None  # reasoning models: close the thinking block after this many tokens
 
     def validate(self, vocab_size: int | None = None) -> SamplingParams:
@@ -58,6 +76,8 @@ class SamplingParams:
                 raise ParamError(f"{name} {rule}, got {getattr(self, name)!r}", name)
         if self.num_beams > 1 and (self.temperature > 0 or self.n > self.num_beams):
             raise ParamError("num_beams > 1 is deterministic: use temperature 0 and n <= num_beams", "num_beams")
+        if self.num_beams > 1 and self.constraint is not None:
+            raise ParamError("beam search does not take an output constraint; use num_beams=1", "num_beams")
         if vocab_size is not None:
             for name, ids in (("logit_bias", self.logit_bias), ("stop_token_ids", self.stop_token_ids)):
                 bad = [t for t in ids if not 0 <= int(t) < vocab_size]

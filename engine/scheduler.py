@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(self, pool: BlockPool, token_bytes: Callable[[int], bytes], eos_id: int | None, context: int, *,
                  max_batch: int = 64, prefill_chunk: int = 512, reasoning_tags: ReasoningTags | None = None,
-                 reasoning_close_ids: list[int] | None = None):
+                 reasoning_close_ids: list[int] | None = None, make_matcher: Callable | None = None):
         self.pool, self.token_bytes, self.eos_id, self.context = pool, token_bytes, eos_id, context
         self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
         self.reasoning_tags, self.reasoning_close_ids = reasoning_tags or ReasoningTags(), list(reasoning_close_ids or [])
+        self.make_matcher = make_matcher  # Constraint -> a fresh grammar matcher
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self._by_id: dict[int, Sequence] = {}
@@ -56,6 +57,8 @@ class Scheduler:
             seed = None if p.seed is None else p.seed + j
             seq = Sequence(next(self._ids), handle, j, list(handle.prompt),
                            SamplerState.start(p, handle.prompt, seed), TextStream(p.stop), len(handle.prompt))
+            if p.constraint is not None:
+                seq.matcher = self.make_matcher(p.constraint)
             if p.max_reasoning_tokens is not None:
                 seq.thinking = ReasoningSplitter(self.reasoning_tags, handle.starts_in_reasoning)
                 self._budget_reasoning(seq)
@@ -174,7 +177,7 @@ class Scheduler:
         finishes = start + take == len(seq.tokens)  # its last token's logits are sampled
         forced = seq.forced[0] if finishes and seq.forced else None
         return RowPlan(seq.id, seq.tokens[start:start + take], start, list(seq.blocks),
-                       seq.sampler if finishes else None, forced)
+                       seq.sampler if finishes else None, forced, seq.matcher if finishes else None)
 
     def _batch(self, rows: list[RowPlan]) -> ForwardBatch:
         return ForwardBatch(rows, self._shared_blocks(rows))
@@ -227,6 +230,8 @@ class Scheduler:
             seq.logprobs.append(logprob)
         text = seq.stream.feed(self.token_bytes(token))
         seq.handle._emit(TokenEvent(seq.index, token, text, logprob))
+        if seq.matcher is not None and not seq.matcher.consume_token(token):
+            log.warning("%s: token %d broke the output constraint (%s)", seq.handle.id, token, seq.matcher.get_error())
         if seq.thinking is not None:
             self._follow_reasoning(seq, token)
         reason = stop_reason(seq, self.context)

@@ -28,6 +28,7 @@ class Sequence:
     thinking: ReasoningSplitter | None = None  # follows the reasoning block when its length is budgeted
     reasoning_tokens: int = 0
     forced: list[int] = field(default_factory=list)  # tokens that come next whatever is sampled (closing the block)
+    matcher: object | None = None  # grammar matcher of a constrained output (engine/grammar.py)
 
     @property
     def generated(self) -> list[int]:
@@ -51,7 +52,7 @@ def ends_on(token: int, seq: Sequence, eos_id: int | None) -> bool:
 
 def stop_reason(seq: Sequence, context: int) -> str | None:
     """After a token was added: "stop" at a stop string, "length" at max_tokens or the context, else None."""
-    if seq.stream.stopped:
+    if seq.stream.stopped or (seq.matcher is not None and seq.matcher.is_stopped()):
         return "stop"
     if len(seq.generated) >= seq.sampler.params.max_tokens or len(seq.tokens) >= context:
         return "length"

@@ -20,6 +20,7 @@ class RowPlan:
     block_table: list[int]  # the sequence's KV blocks, in order
     sampler: SamplerState | None = None  # set when the row's last token is sampled this step
     forced_token: int | None = None  # the token that comes next instead of a sampled one
+    matcher: object | None = None  # the row's grammar matcher (llguidance) when its output is constrained
 
 
 @dataclass

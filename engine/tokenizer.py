@@ -74,6 +74,10 @@ class Tokenizer:
             ids = [self.bos_id, *ids]
         return ids
 
+    def encode_continuation(self, text: str) -> list[int]:
+        """Ids of text that continues other text: no BOS, no SentencePiece prefix space, specials as text."""
+        return self.backend.encode(text, add_special_tokens=False).ids
+
     def _encode_sentencepiece(self, text: str) -> list[int]:
         # As llama.cpp: special tokens are cut out first, and every text fragment that starts
         # the input or follows a special token gets the SentencePiece prefix space.

@@ -186,6 +186,25 @@ def adjust_kernel(logits_ptr, stride, token_ptr, bias_ptr, window_ptr, count_ptr
         tl.store(logits_ptr + row * stride + token, x, mask=valid)
 
 
+@triton.jit
+def bitmask_kernel(logits_ptr, stride, V, mask_ptr, words, BLOCK: tl.constexpr):
+    """-inf for every token whose bit in the row's packed allowed-token mask (int32 words) is 0."""
+    row = tl.program_id(0)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        in_row = cols < V
+        word = tl.load(mask_ptr + row * words + cols // 32, mask=in_row, other=-1)
+        allowed = ((word >> (cols % 32)) & 1) != 0
+        tl.store(logits_ptr + row * stride + cols, float("-inf"), mask=in_row & ~allowed)
+
+
+def launch_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """In place on logits (B, V): disallowed tokens of each row become -inf; bitmask (B, ceil(V/32)) int32."""
+    B, V = logits.shape
+    bitmask_kernel[(B,)](logits, logits.stride(0), V, bitmask, bitmask.shape[1],
+                         BLOCK=min(4096, triton.next_power_of_2(V)))
+
+
 def launch_adjust(logits: torch.Tensor, tokens, bias, window, counts, repetition, frequency, presence) -> None:
     """In place on logits (B, V); the per-row token tables are (B, L), padded with token -1."""
     B, L = tokens.shape
