@@ -1,13 +1,15 @@
-"""The trace store against hostile text and concurrent first use by several processes."""
+"""The trace store against hostile text (lone surrogates from a model or a PAL program) and concurrent first use."""
 import multiprocessing
 import sqlite3
 import traceback
 
 import pytest
 
+from app.runner import record_run
 from app.store import Store
 from app.store.database import valid_text
-from prompts.trace import Step, Trace
+from prompts.trace import RunInfo, Step, Trace
+from tests.prompts.scripted import ScriptedChatModel
 
 LONE = "\ud800"
 
@@ -91,3 +93,15 @@ def test_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path):
         with sqlite3.connect(tmp_path / str(n) / "reason.db") as conn:
             assert conn.execute("SELECT count(*) FROM run").fetchone() == (processes,)
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_pal_run_whose_program_returns_or_raises_a_lone_surrogate_is_stored(store):
+    model = ScriptedChatModel().enqueue("\n    return 'x\\ud800'\n", "\n    raise ValueError('\\ud800')\n",
+                                        "\n    raise ValueError('\\ud800')\n")
+    info = RunInfo(model_id="scripted", backend="test")
+    returned = record_run(store, "Return it?", "pal", model, info)
+    raised = record_run(store, "Raise it?", "pal", model, info)
+    assert store.get_run(returned.run_id)["answer"] == "x\ufffd"
+    stored = store.get_run(raised.run_id)
+    assert stored["status"] == "error" and "\\ud800" in stored["error"]  # the sandbox escaped it visibly
+    assert all(run["status"] != "running" for run in store.search_runs(limit=None))
