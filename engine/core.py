@@ -82,6 +82,7 @@ class Engine:
                                    make_matcher=self.constraints.matcher)
         self.loop = StepLoop(self.scheduler, ModelRunner(self.model, self.pool))
         COMPUTE.attach(self.loop)
+        self.deterministic = False  # set by load_model: every request batch-invariant
         self.info = self._describe(gguf)
 
     def _kv_pool(self, kv_cache_mb: float | None) -> BlockPool:
@@ -100,6 +101,8 @@ class Engine:
     def _submit(self, ids: list[int], params: SamplingParams) -> RequestHandle:
         # checked here: a bad token id would otherwise fail the whole batch it joins
         check_prompt(ids, self.args.max_seq_len, self.args.vocab_size)
+        if self.deterministic and not params.deterministic:
+            params = replace(params, deterministic=True)
         params.validate(self.args.vocab_size)
         if params.constraint is not None:
             self.constraints.matcher(params.constraint)  # a bad grammar fails here, in the caller's thread
@@ -180,7 +183,7 @@ def model_info(path: str | Path | None = None) -> dict:
 
 def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None,
                llama_cpp_numerics: bool | None = None, weights: str | None = None,
-               kv_cache_mb: float | None = None, max_batch: int = 64) -> Engine:
+               kv_cache_mb: float | None = None, max_batch: int = 64, deterministic: bool = False) -> Engine:
     """Load a LLaMA-family GGUF (None: the default SmolLM2-135M-Instruct shipped with the package).
 
     dtype (default: bfloat16 on GPUs and on CPUs with fast bf16, else float32).
@@ -189,6 +192,8 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
     `llama_cpp_numerics` (default: on for float32) rounds activations as llama.cpp's CPU
     matmuls do, so greedy outputs match llama.cpp's token for token.
     kv_cache_mb: the paged KV pool's budget (default 2048, at least one full context).
+    deterministic: every request batch-invariant (as SamplingParams.deterministic): the same tokens
+    alone or in any batch, at some speed (README, "Batch-invariant mode").
     """
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
@@ -197,4 +202,6 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
         llama_cpp_numerics = dtype == torch.float32
     if weights is None:
         weights = "packed" if device.type == "cpu" and dtype == torch.bfloat16 and not llama_cpp_numerics else "dense"
-    return Engine(gguf, device, dtype, llama_cpp_numerics, weights, kv_cache_mb, max_batch)
+    engine = Engine(gguf, device, dtype, llama_cpp_numerics, weights, kv_cache_mb, max_batch)
+    engine.deterministic = deterministic
+    return engine

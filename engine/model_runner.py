@@ -34,7 +34,7 @@ def forward_rows(model: Transformer, pool: BlockPool, rows: list[RowPlan], share
     args = model.args
     paged = PagedBatch.build(pool.k, pool.v, [r.block_table for r in rows], [r.start for r in rows], lengths,
                              shared_blocks, pool.block_size, pool.k.dtype, args.n_heads // args.n_kv_heads,
-                             args.sliding_window)
+                             args.sliding_window, batch_invariant=any(r.deterministic for r in rows))
     logits_at = None if every_position else torch.tensor([n - 1 for n in lengths], device=device)
     return model(tokens.to(device), positions.to(device), paged, logits_at)
 

@@ -29,15 +29,17 @@ class PagedBatch:
     own_mask: torch.Tensor  # (B, 1, T, L) the same as booleans
     shared_slots: torch.Tensor | None  # (S,) slots of the prefix every row shares, or None
     own_start: int | None = None  # a single row whose own slots are consecutive: read them as a view
+    exact: list[tuple[int, int]] | None = None  # batch-invariant mode: each row's (new tokens, keys)
 
     @classmethod
     def build(cls, k_pool, v_pool, block_tables: list[list[int]], starts: list[int], lengths: list[int],
-              shared_blocks: int, block_size: int, dtype: torch.dtype, groups: int, window: int = 0) -> PagedBatch:
+              shared_blocks: int, block_size: int, dtype: torch.dtype, groups: int, window: int = 0,
+              batch_invariant: bool = False) -> PagedBatch:
         """starts[b]: tokens already cached in row b; lengths[b]: its new tokens; shared_blocks: common leading blocks;
-        window: the sliding attention window (0: none)."""
+        window: the sliding attention window (0: none); batch_invariant: attend row by row (see exact_attention)."""
         device = k_pool.device
-        if window:
-            shared_blocks = 0  # every query masks differently
+        if window or batch_invariant:
+            shared_blocks = 0  # every query masks differently, or a row must not depend on its neighbours
         width = max(lengths)
         shared = shared_blocks * block_size
         own_len = max(s + n for s, n in zip(starts, lengths)) - shared
@@ -64,8 +66,9 @@ class PagedBatch:
         own_start = None
         if len(starts) == 1 and own_len and bool((own[0] == own[0, 0] + torch.arange(own_len)).all()):
             own_start = int(own[0, 0])
+        exact = [(n, s + n) for s, n in zip(starts, lengths)] if batch_invariant else None
         return cls(k_pool, v_pool, write.flatten().to(device), own.to(device), bias.to(device), mask.to(device),
-                   shared_slots, own_start)
+                   shared_slots, own_start, exact)
 
     def own_keys_values(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's own K and V, (B, Hkv, L, D): a view when they are consecutive, else one gather."""
@@ -94,6 +97,8 @@ def paged_attention(q, k, v, batch: PagedBatch, layer: int, fp16_rounding: bool)
     k_pool.index_copy_(0, batch.write_slots, k.reshape(B * T, Hkv, D).to(k_pool.dtype))
     v_pool.index_copy_(0, batch.write_slots, v.reshape(B * T, Hkv, D).to(v_pool.dtype))
     own_k, own_v = batch.own_keys_values(layer)  # (B, Hkv, L, D)
+    if batch.exact is not None:
+        return exact_attention(q, own_k, own_v, batch)
     if fp16_rounding or q.device.type != "cpu":  # reference math (llama.cpp's rounding) or non-CPU: one plain pass
         return _plain_attention(q, own_k, own_v, batch, layer, fp16_rounding)
     # query heads grouped under their KV head: (B, Hkv, groups * T, D), group-major
@@ -127,3 +132,24 @@ def _plain_attention(q, own_k, own_v, batch: PagedBatch, layer: int, fp16_roundi
     else:
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
     return out.transpose(1, 2).reshape(B, T, H * D)
+
+
+def exact_attention(q, own_k, own_v, batch: PagedBatch) -> torch.Tensor:
+    """Batch-invariant attention: each row alone, over exactly its keys, in float64.
+
+    The fused kernel's result for a query changes with how many (even masked) keys and queries
+    share its call, and those depend on the neighbours and the prefill chunk. Here a query's
+    result depends only on its own keys; float64 sums make the order of reduction (which the
+    number of masked keys still changes) vanish when the result is rounded back.
+    """
+    B, T, H, D = q.shape
+    out = torch.zeros(B, T, H, D, dtype=q.dtype, device=q.device)
+    groups = H // own_k.shape[1]
+    for b, (n, keys) in enumerate(batch.exact):
+        qb = q[b, :n].transpose(0, 1).double()  # (H, n, D)
+        kb = own_k[b, :, :keys].repeat_interleave(groups, 0).double()  # (H, keys, D)
+        vb = own_v[b, :, :keys].repeat_interleave(groups, 0).double()
+        scores = (qb @ kb.transpose(1, 2)) / D ** 0.5  # (H, n, keys)
+        scores = scores.masked_fill(~batch.own_mask[b, 0, :n, :keys], float("-inf"))
+        out[b, :n] = (torch.softmax(scores, -1) @ vb).transpose(0, 1).to(q.dtype)  # (n, H, D)
+    return out.reshape(B, T, H * D)

@@ -48,6 +48,7 @@ class SamplingParams:
     num_beams: int = 1
     length_penalty: float = 1.0
     constraint: Constraint | None = None  # grammar-constrained output (engine/grammar.py)
+    deterministic: bool = False  # batch-invariant: the same tokens alone or in any batch (paged_attention.py)
     max_reasoning_tokens: int | None = None  # reasoning models: close the thinking block after this many tokens
 
     def validate(self, vocab_size: int | None = None) -> SamplingParams:

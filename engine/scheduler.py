@@ -177,7 +177,8 @@ class Scheduler:
         finishes = start + take == len(seq.tokens)  # its last token's logits are sampled
         forced = seq.forced[0] if finishes and seq.forced else None
         return RowPlan(seq.id, seq.tokens[start:start + take], start, list(seq.blocks),
-                       seq.sampler if finishes else None, forced, seq.matcher if finishes else None)
+                       seq.sampler if finishes else None, forced, seq.matcher if finishes else None,
+                       seq.sampler.params.deterministic)
 
     def _batch(self, rows: list[RowPlan]) -> ForwardBatch:
         return ForwardBatch(rows, self._shared_blocks(rows))

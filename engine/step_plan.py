@@ -21,6 +21,7 @@ class RowPlan:
     sampler: SamplerState | None = None  # set when the row's last token is sampled this step
     forced_token: int | None = None  # the token that comes next instead of a sampled one
     matcher: object | None = None  # the row's grammar matcher (llguidance) when its output is constrained
+    deterministic: bool = False  # its result must not depend on the rest of the batch
 
 
 @dataclass
