@@ -82,7 +82,9 @@ def parse_template(body: str, source: str = "template") -> PromptTemplate:
     if slots - REQUIRED_SLOTS:
         raise TemplateError(f"{source}: unknown placeholder(s) {sorted(slots - REQUIRED_SLOTS)}; only {{question}} is filled")
     examples = tuple((str(e["user"]), str(e["assistant"])) for e in data.get("examples") or () if _is_example(e, source))
-    return PromptTemplate(name=str(data["name"]), version=int(data["version"]), strategy=str(data["strategy"]),
+    if isinstance(data["version"], bool) or not isinstance(data["version"], int):
+        raise TemplateError(f"{source}: version must be a whole number, got {data['version']!r}")
+    return PromptTemplate(name=str(data["name"]), version=data["version"], strategy=str(data["strategy"]),
                           system=str(data.get("system", "")), user=user, examples=examples,
                           assistant_prefix=str(data.get("assistant_prefix", "")),
                           description=str(data.get("description", "")), extra=dict(data.get("extra") or {}))

@@ -1,7 +1,12 @@
-"""Batches the server runs in its own threads, so they go on when the browser tab closes."""
+"""Batches the server runs in its own threads, so they go on when the browser tab closes.
+
+One batch per input file runs at a time (a second Start on the same file is refused); the
+uploaded file keeps its name; when a batch ends its OUT file is put in input order.
+"""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import threading
@@ -9,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..batch import BatchJob, run_batch, start_or_resume
-from ..batch_input import read_batch_input
+from ..batch_input import BatchInput, read_batch_input
 from ..runner import StrategyOptions
 from ..tools import wiki_tool_factory
 from .state import AppState
@@ -21,6 +26,7 @@ log = logging.getLogger(__name__)
 class Running:
     thread: threading.Thread
     stop: threading.Event
+    input_hash: str = ""
     error: str | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -31,33 +37,46 @@ class BatchManager:
     def __init__(self, state: AppState):
         self.state = state
         self.running: dict[str, Running] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held from the duplicate check to the launch: two Starts cannot both pass
         self.folder = Path(state.settings.home) / "batches"
 
     def start(self, upload: str, strategies: list[str], concurrency: int = 2, limit: int | None = None,
-              sampling: dict | None = None, resume_id: str | None = None) -> str:
-        """Start a batch on an uploaded file (copied under REASON_HOME so it can be resumed); its id."""
+              sampling: dict | None = None, resume_id: str | None = None, templates: dict | None = None) -> str:
+        """Start a batch on an uploaded file (copied under REASON_HOME, under its own name, so it can be resumed).
+
+        `templates`: strategy -> NAME@VERSION (a strategy not named runs its default version). Returns the batch id.
+        """
         if not strategies:
             raise ValueError("pick at least one strategy")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        source_path = Path(upload)
-        if resume_id is None:
-            kept = self.folder / f"input-{_short_hash(source_path)}{source_path.suffix.lower()}"
-            shutil.copyfile(source_path, kept)  # Gradio's upload folder is temporary
-            source_path = kept
-        source = read_batch_input(source_path)
+        source = read_batch_input(self._keep(Path(upload)) if resume_id is None else Path(upload))
         if not source.questions:
             raise ValueError(f"{Path(upload).name} has no usable question")
         job = BatchJob(source, list(dict.fromkeys(strategies)), self.folder / "pending.jsonl", concurrency, limit,
                        resume_id, StrategyOptions())
-        job.templates = {s: self.state.template(s, None) for s in job.strategies}
+        templates = {s: spec for s, spec in (templates or {}).items() if spec}
+        job.templates = {s: self.state.template(s, templates.get(s)) for s in job.strategies}
         sampling = sampling or {}
-        batch_id = start_or_resume(job, self.state.store, {
-            "sampling": sampling, "self_consistency": 1, "model": str(self.state.engine.path),
-            "concurrency": concurrency, "limit": limit, "input_path": str(source_path), "ui": True})
-        job.out_path = self.out_path(batch_id)
-        self._launch(batch_id, job, sampling, source.problems)
+        settings = {"sampling": sampling, "self_consistency": 1, "model": str(self.state.engine.path), "ui": True,
+                    "concurrency": concurrency, "limit": limit, "input_path": str(source.path), "templates": templates}
+        with self._lock:
+            self._refuse_duplicate(source)
+            batch_id = start_or_resume(job, self.state.store, settings)
+            job.out_path = self.out_path(batch_id)
+            self._launch(batch_id, job, sampling, source)
         return batch_id
+
+    def _keep(self, upload: Path) -> Path:
+        """A copy of the upload that outlives Gradio's temporary folder, with the file's own name."""
+        kept = self.folder / f"input-{_short_hash(upload)}" / upload.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(upload, kept)
+        return kept
+
+    def _refuse_duplicate(self, source: BatchInput) -> None:
+        for batch_id, entry in self.running.items():
+            if entry.thread.is_alive() and entry.input_hash == source.sha256:
+                raise ValueError(f"batch {batch_id[-8:]} is already running on {source.path.name}: stop it or wait "
+                                 f"for it to finish before starting another on the same file")
 
     def resume(self, batch_id: str) -> str:
         """Continue an interrupted batch with its stored input file and settings."""
@@ -70,9 +89,10 @@ class BatchManager:
         if not settings.get("input_path") or not Path(settings["input_path"]).is_file():
             raise ValueError(f"batch {batch_id} was not started here; resume it with `reason batch --resume`")
         return self.start(settings["input_path"], batch["strategies"], settings.get("concurrency", 2),
-                          settings.get("limit"), settings.get("sampling"), resume_id=batch_id)
+                          settings.get("limit"), settings.get("sampling"), resume_id=batch_id,
+                          templates=settings.get("templates"))
 
-    def _launch(self, batch_id: str, job: BatchJob, sampling: dict, problems: list[str]) -> None:
+    def _launch(self, batch_id: str, job: BatchJob, sampling: dict, source: BatchInput) -> None:
         model, info = self.state.chat_model(sampling)
         wiki = wiki_tool_factory(self.state.settings, "auto") if "react" in job.strategies else None
         stop = threading.Event()
@@ -83,10 +103,11 @@ class BatchManager:
             except Exception as exc:  # any failure ends this batch only; the page shows it
                 log.exception("batch %s failed", batch_id)
                 self.running[batch_id].error = f"{type(exc).__name__}: {exc}"
+            finally:
+                in_input_order(job.out_path, [q.id for q in job.questions], job.strategies)
 
         thread = threading.Thread(target=work, name=f"batch-{batch_id[-6:]}", daemon=True)
-        with self._lock:
-            self.running[batch_id] = Running(thread, stop, problems=problems)
+        self.running[batch_id] = Running(thread, stop, source.sha256, problems=source.problems)
         thread.start()
 
     def stop(self, batch_id: str) -> bool:
@@ -101,8 +122,22 @@ class BatchManager:
         entry = self.running.get(batch_id)
         return bool(entry and entry.thread.is_alive())
 
+    def any_running(self) -> bool:
+        return any(entry.thread.is_alive() for entry in list(self.running.values()))
+
     def out_path(self, batch_id: str) -> Path:
         return self.folder / f"{batch_id}.jsonl"
+
+
+def in_input_order(path: Path, question_ids: list[str], strategies: list[str]) -> None:
+    """Rewrite an OUT file (written as questions finished) in input order: question by question, strategy by strategy."""
+    if not path.is_file():
+        return
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    position = {qid: i for i, qid in enumerate(question_ids)}
+    rank = {s: i for i, s in enumerate(strategies)}
+    records.sort(key=lambda r: (position.get(r.get("id"), len(position)), rank.get(r.get("strategy"), len(rank))))
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
 def _short_hash(path: Path) -> str:

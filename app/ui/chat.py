@@ -70,7 +70,7 @@ def _sampling_controls() -> list:
                 gr.Slider(0.5, 2, value=1, step=0.05, label="Repetition penalty"),
                 gr.Number(256, precision=0, minimum=1, label="Max tokens per call", elem_id="chat-max-tokens"),
                 gr.Number(None, precision=0, minimum=0, label="Seed (empty = none)"),
-                gr.Slider(1, 10, value=1, step=1, label="Self-consistency k (cot, pal)"),
+                gr.Slider(1, 10, value=1, step=1, label="Self-consistency k (cot, pal)", elem_id="chat-k"),
                 gr.Slider(1, 10, value=7, step=1, label="ReAct max steps", elem_id="chat-max-steps")]
 
 
@@ -120,7 +120,7 @@ def _wire(state: AppState, c: dict) -> None:
                      [c["chatbot"], c["trace"], c["status"], c["turns"], c["size"]])
     c["strategy"].change(lambda s: refresh_templates(state, s, DEFAULT), c["strategy"], c["template"])
     size_inputs = [c["question"], c["strategy"], c["template"], c["turns"], c["sampling"][5]]
-    for event in (c["question"].input, c["template"].change, c["turns"].change, c["sampling"][5].change):
+    for event in (c["question"].change, c["template"].change, c["turns"].change, c["sampling"][5].change):
         event(lambda *a: prompt_size(state, *a), size_inputs, c["size"], trigger_mode="always_last",
               show_progress="hidden")
 

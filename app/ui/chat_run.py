@@ -75,9 +75,9 @@ def _live_status(state: AppState, strategy: str, live: LiveRun) -> str:
 
 def bubble(outcome: Outcome, text: str, meta: str = "") -> str:
     """A reply in the conversation, coloured and marked by how its run ended."""
-    return (f'<div class="bubble outcome-{outcome.key}"><div class="bubble-head"><span class="mark" aria-hidden="true">'
-            f'{outcome.mark}</span> {outcome.word}</div><div class="bubble-text">{html.escape(text)}</div>'
-            f'<div class="bubble-meta">{html.escape(meta)}</div></div>')
+    return (f'<div class="reply outcome-{outcome.key}"><div class="reply-head"><span class="mark" aria-hidden="true">'
+            f'{outcome.mark}</span> {outcome.word}</div><div class="reply-text">{html.escape(text)}</div>'
+            f'<div class="reply-meta">{html.escape(meta)}</div></div>')
 
 
 def reply_text(run: dict, partial: str) -> str:
@@ -96,7 +96,7 @@ def final_status(run: dict, seconds: float) -> str:
     outcome = outcome_of(run)
     tokens = (run.get("prompt_tokens") or 0) + (run.get("completion_tokens") or 0)
     facts = f" · {run['template_name']}@{run['template_version']} · {tokens} tokens"
-    text = {"stopped": f"stopped after {seconds:.1f} s; the run is stored with what it had done (partial answer kept)",
+    text = {"stopped": f"stopped after {seconds:.1f} s; the steps so far and the partial answer are stored",
             "error": f"error after {seconds:.1f} s: {html.escape(run.get('error') or '')}",
             "no_answer": f"finished in {seconds:.1f} s without an answer"}.get(outcome.key, f"answered in {seconds:.1f} s")
     return status_line(outcome, text + facts)

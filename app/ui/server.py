@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from importlib.resources import files
 
 import gradio as gr
 
@@ -10,16 +11,19 @@ from engine.serving.server import is_loopback
 from ..settings import Settings
 from . import batch_page, chat, history, model_page, templates_page
 from .batches import BatchManager
+from .live_run import quiet_stop_warnings
 from .state import AppState
 
 log = logging.getLogger(__name__)
 
 TITLE = "Reasoning Studio"
+ASSETS = files("app.ui")  # page.css (contrast, outcome colours, trace cards), page.js (live regions)
 
 
 def build_app(settings: Settings, model_path: str | None = None, state: AppState | None = None) -> gr.Blocks:
     """The app's Blocks; loads the model once (the default model when no path is given)."""
     state = state or AppState.open(settings, model_path)
+    quiet_stop_warnings()
     manager = BatchManager(state)
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nLocal reasoning: direct, chain-of-thought, PAL and ReAct; every run is stored.")
@@ -27,16 +31,22 @@ def build_app(settings: Settings, model_path: str | None = None, state: AppState
             with gr.Tab("Chat", id="chat") as chat_tab:
                 strategy, template = chat.build(state)
             with gr.Tab("Prompt templates", id="templates") as templates_tab:
-                versions = templates_page.build(state)
-            with gr.Tab("Batch", id="batch"):
-                batch_page.build(manager)
+                tpl_inputs, tpl_outputs = templates_page.build(state)
+            with gr.Tab("Batch", id="batch") as batch_tab:
+                batch_inputs, batch_outputs, batch_refresh = batch_page.build(manager)
             with gr.Tab("History", id="history") as history_tab:
                 runs, filters = history.build(state)
             with gr.Tab("Model", id="model") as model_tab:
                 info, status = model_page.build(state, manager)
-        # Pages show what other pages changed (a saved template, a new run) when they are opened.
-        chat_tab.select(lambda s, t: chat.refresh_templates(state, s, t), [strategy, template], template)
-        templates_tab.select(lambda: templates_page.versions_table(state), None, versions)
+        # Pages show what other pages (or other sessions) changed when the page loads and when a tab opens.
+        refresh_chat = (lambda s, t: chat.refresh_templates(state, s, t), [strategy, template], template)
+        refresh_templates = (lambda *a: templates_page.refresh(state, *a), tpl_inputs, tpl_outputs)
+        refresh_batches = (batch_refresh, batch_inputs, batch_outputs)
+        for refresh in (refresh_chat, refresh_templates, refresh_batches):
+            app.load(*refresh)
+        chat_tab.select(*refresh_chat)
+        templates_tab.select(*refresh_templates)
+        batch_tab.select(*refresh_batches)
         history_tab.select(lambda *f: history.search(state, *f), filters, runs)
         model_tab.select(lambda: (model_page.describe(state), model_page.engine_status(state, manager)), None,
                          [info, status])
@@ -64,5 +74,6 @@ def launch(settings: Settings, host: str = "127.0.0.1", port: int = 7860, model_
     app = build_app(settings, model_path)
     app.queue(default_concurrency_limit=4)
     app.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=True,
-               show_error=True, allowed_paths=[str(settings.home / "batches")], footer_links=[])
+               show_error=True, allowed_paths=[str(settings.home / "batches")], footer_links=[],
+               css=(ASSETS / "page.css").read_text(encoding="utf-8"), js=(ASSETS / "page.js").read_text(encoding="utf-8"))
     return app

@@ -18,7 +18,7 @@ def band(probability: float) -> str:
 
 def legend() -> str:
     """What the colours mean."""
-    keys = "".join(f'<span class="tok {css}">{text}</span>' for _, css, text in BANDS)
+    keys = "".join(f'<span class="tok-key {css}">{text}</span>' for _, css, text in BANDS)
     return f'<div class="tok-legend">token probability: {keys} <span class="hint">(hover a token for alternatives)</span></div>'
 
 

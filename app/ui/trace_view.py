@@ -133,6 +133,8 @@ def step_card(step: dict, strategy: str) -> str:
                f'</span><span class="step-name">{esc(step.get("name") or "")}</span>'
                f'<span class="step-meta">{esc(_timing(step))}</span></summary>')
     failure = f'<div class="step-error"><b>Error</b>{_text(error)}</div>' if error else ""
+    if (step.get("meta") or {}).get("finish_reason") == "stopped":
+        failure += '<div class="chip kind-pending">stopped here by the user</div>'
     classes = f"step kind-{css}" + (" has-error" if error else "")
     return f'<details class="{classes}" open>{summary}<div class="step-body">{_body(step, strategy)}{failure}</div></details>'
 
@@ -170,10 +172,19 @@ def render_run(run: dict | None) -> str:
         return '<div class="trace empty">No such run.</div>'
     steps, strategy = run.get("steps") or [], run["strategy"]
     has_logprobs = any((s.get("meta") or {}).get("logprobs") for s in steps)
-    failure = f'<div class="step-error"><b>Run error</b>{_text(run["error"])}</div>' if run.get("error") else ""
     return (f'<div class="trace">{run_header(run)}{waterfall(steps, _labels(steps, strategy))}'
             f'{legend() if has_logprobs else ""}<div class="steps">{"".join(step_card(s, strategy) for s in steps)}</div>'
-            f'{_answer(run)}{failure}</div>')
+            f'{_answer(run)}{_run_error(run)}</div>')
+
+
+def _run_error(run: dict) -> str:
+    """Why the run ended without an answer: an error in red; a Stop is not an error."""
+    if not run.get("error"):
+        return ""
+    if run["status"] == "stopped":
+        return f'<div class="trace-note outcome-stopped">{badge(outcome_of(run))} {esc(run["error"])}: the steps done ' \
+               f'and the cut-off text are kept.</div>'
+    return f'<div class="step-error"><b>Run error</b>{_text(run["error"])}</div>'
 
 
 def pending_card(number: int, call: dict, strategy: str) -> str:
