@@ -175,8 +175,10 @@ def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, 
 
 def _model_and_tools(settings, backend, sampling, needs_wiki, wiki_mode):
     from .backends import BackendChoice, chat_model
-    from .tools import wiki_tool_factory
+    from .tools import wiki_problem, wiki_tool_factory
 
+    if needs_wiki and (problem := wiki_problem(settings, wiki_mode)):
+        raise click.ClickException(problem)  # before the model loads: ReAct would only see connection errors
     choice = BackendChoice(backend, settings.model_path, settings.device, settings.dtype,
                            {k: v for k, v in sampling.items() if v is not None}, base_url=settings.base_url,
                            api_key=settings.api_key, engine_options=settings.engine_options())

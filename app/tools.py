@@ -40,12 +40,12 @@ def wikipedia_reachable(timeout_s: float = 2.0) -> bool:
     return True
 
 
-def wiki_problem(settings: Settings, mode: str = "auto", reachable: Callable[[], bool] = wikipedia_reachable) -> str | None:
+def wiki_problem(settings: Settings, mode: str = "auto", reachable: Callable[[], bool] | None = None) -> str | None:
     """Why ReAct cannot look anything up (no offline corpus, and live Wikipedia unreachable), or None when it can."""
     corpus, _ = wiki_paths(settings)
     if mode != "live" and corpus.is_file():
         return None
-    if mode != "offline" and reachable():
+    if mode != "offline" and (reachable or wikipedia_reachable)():
         return None
     missing = "there is no offline Wikipedia corpus" + ("" if mode == "offline" else " and en.wikipedia.org cannot be reached")
     return (f"ReAct needs Wikipedia, but {missing}. Import a corpus with `reason wiki import FILE` (JSONL with a title "

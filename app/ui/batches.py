@@ -16,7 +16,7 @@ from pathlib import Path
 from ..batch import BatchJob, run_batch, start_or_resume
 from ..batch_input import BatchInput, read_batch_input
 from ..runner import StrategyOptions
-from ..tools import wiki_tool_factory
+from ..tools import wiki_problem, wiki_tool_factory
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class BatchManager:
         """
         if not strategies:
             raise ValueError("pick at least one strategy")
+        if "react" in strategies and (problem := wiki_problem(self.state.settings)):
+            raise ValueError(problem)
         source = read_batch_input(self._keep(Path(upload)) if resume_id is None else Path(upload))
         if not source.questions:
             raise ValueError(f"{Path(upload).name} has no usable question")

@@ -97,12 +97,14 @@ def build(state: AppState) -> tuple[gr.Dropdown, gr.Dropdown]:
             status = gr.HTML("", elem_id="chat-status")
         with gr.Column(scale=6, min_width=360, elem_id="chat-right"):
             trace = gr.HTML(placeholder(TRACE_HINT), elem_id="chat-trace")
-    _wire(state, locals())
+    _wire(state, {"turns": turns, "strategy": strategy, "template": template, "sampling": sampling, "chatbot": chatbot,
+                  "question": question, "size": size, "ask": ask, "stop_button": stop_button, "clear": clear,
+                  "status": status, "trace": trace})
     return strategy, template
 
 
 def _wire(state: AppState, c: dict) -> None:
-    """The Chat tab's events."""
+    """The Chat tab's events over its components `c` (by name)."""
     runs: dict[str, list] = {}  # by browser session: what its Stop button stops
     inputs = [c["question"], c["chatbot"], c["turns"], c["strategy"], c["template"], *c["sampling"]]
     outputs = [c["chatbot"], c["trace"], c["status"], c["question"], c["turns"], c["ask"], c["stop_button"]]

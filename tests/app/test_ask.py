@@ -48,6 +48,12 @@ def test_offline_wiki_without_a_corpus_is_a_clear_error(runner, tiny_model):
     assert result.exit_code == 1 and "reason wiki import" in result.output
 
 
+def test_react_without_a_corpus_or_network_stops_before_it_starts(runner, tiny_model, monkeypatch):
+    monkeypatch.setattr("app.tools.wikipedia_reachable", lambda: False)
+    result = runner.invoke(cli, ["ask", "Who?", "--strategy", "react", "--model", tiny_model])
+    assert result.exit_code == 1 and "cannot be reached" in result.output and "reason wiki import" in result.output
+
+
 @pytest.mark.parametrize("args, message", [(["ask", " "], "the question is empty"),
                                            (["ask", "q", "--strategy", "magic"], "Invalid value"),
                                            (["ask", "q", "--template", "nope"], "no template named"),
