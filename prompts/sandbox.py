@@ -1,7 +1,8 @@
 """Run model-written PAL programs in a locked-down, short-lived child process; only JSON data comes back.
 
 Layers: isolated interpreter with rlimits, scrubbed env and an empty temp dir; root dropped; Landlock
-(files); seccomp (network, processes, signals); an import allowlist for clear error messages.
+(files) and a seccomp syscall allowlist, both from prompts/sandbox_policy.py; an import allowlist for
+clear error messages.
 """
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def _run(code: str, entry: str, timeout_s: float) -> tuple[SandboxResult, dict]:
     _check_arguments(code, entry, timeout_s)
     start = time.monotonic()
     try:
-        outcome = _execute_in_workdir(code, entry, timeout_s)
+        with private_dir(_drop_target()) as workdir:
+            outcome = _execute(code, entry, timeout_s, workdir)
     except OSError as exc:  # no disk, no memory, no descriptors, fork failed: the host carries on
         logger.error("could not start the PAL sandbox: %s", exc)
         error = f"could not start the sandbox process: {exc}"
@@ -145,11 +147,6 @@ def _drop_target() -> tuple[int, int] | None:
         return entry.pw_uid, entry.pw_gid
     except KeyError:
         return 65534, 65534
-
-
-def _execute_in_workdir(code: str, entry: str, timeout_s: float) -> _Outcome:
-    with private_dir(_drop_target()) as workdir:
-        return _execute(code, entry, timeout_s, workdir)
 
 
 def _execute(code: str, entry: str, timeout_s: float, workdir: str) -> _Outcome:
