@@ -176,18 +176,18 @@ class Transformer(nn.Module):
         return self.norm.weight.dtype
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, paged: PagedBatch,
-                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+                logits_at: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """One step over the paged KV pool (the only forward path: prefill, decode, scoring, beams).
 
         tokens, positions: (B, T), right-padded. The new tokens' K/V are written to the pool at
-        `paged.write_slots` and every query attends to its row's slots. logits_at: (B,) the index
-        in T whose logits each row needs -> (B, vocab_size); None -> every position, (B, T, vocab_size).
-        Logits are float32.
+        `paged.write_slots` and every query attends to its row's slots. logits_at: (rows, cols),
+        the N (row, position) pairs whose logits are wanted -> (N, vocab_size); None -> every
+        position, (B, T, vocab_size). Logits are float32.
         """
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         freqs_cis = self.freqs_cis[positions]  # (B, T, head_dim // 2, 2)
         for i, layer in enumerate(self.layers):
             h = layer(h, freqs_cis, paged, i)
-        if logits_at is not None:  # only the rows' last tokens reach the head
-            h = h[torch.arange(h.shape[0], device=h.device), logits_at]
+        if logits_at is not None:  # only the positions that are sampled reach the head
+            h = h[logits_at]  # (N, dim)
         return self.output(self.norm(h)).float()

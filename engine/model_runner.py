@@ -8,6 +8,7 @@ from .kv_pool import BlockPool
 from .model import Transformer
 from .paged_attention import PagedBatch
 from .sampling import sample, top_logprobs
+from .speculative import verify
 from .step_plan import RowPlan, SampledToken, StepOutput, StepPlan
 
 # Below this many tokens a forward pass is dispatch-bound: one CPU thread is faster than several,
@@ -21,7 +22,8 @@ CPU_THREADS = torch.get_num_threads()  # read before any runner lowers it
 def forward_rows(model: Transformer, pool: BlockPool, rows: list[RowPlan], shared_blocks: int = 0,
                  every_position: bool = False) -> torch.Tensor:
     """One forward pass of `rows` over the pool: writes their K/V, returns float32 logits of each row's
-    last token (B, vocab_size), or of every position (B, T, vocab_size) with `every_position`."""
+    last token (B, vocab_size) — of its every token for a row with a draft to verify, those in order
+    (N, vocab_size) — or of every position of every row (B, T, vocab_size) with `every_position`."""
     device = model.device
     lengths = [len(r.token_ids) for r in rows]
     width = max(lengths)
@@ -35,8 +37,16 @@ def forward_rows(model: Transformer, pool: BlockPool, rows: list[RowPlan], share
     paged = PagedBatch.build(pool.k, pool.v, [r.block_table for r in rows], [r.start for r in rows], lengths,
                              shared_blocks, pool.block_size, pool.k.dtype, args.n_heads // args.n_kv_heads,
                              args.sliding_window, batch_invariant=any(r.deterministic for r in rows))
-    logits_at = None if every_position else torch.tensor([n - 1 for n in lengths], device=device)
+    logits_at = None if every_position else _sampled_positions(rows, device)
     return model(tokens.to(device), positions.to(device), paged, logits_at)
+
+
+def _sampled_positions(rows: list[RowPlan], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, position) of every token whose logits are sampled: the last, or all of a draft row."""
+    pairs = [(b, t) for b, row in enumerate(rows)
+             for t in range(len(row.token_ids) - 1 - len(row.draft), len(row.token_ids))]
+    rows_at, cols_at = zip(*pairs)
+    return torch.tensor(rows_at, device=device), torch.tensor(cols_at, device=device)
 
 
 class ModelRunner:
@@ -54,11 +64,28 @@ class ModelRunner:
             self._set_threads(batch.tokens)
             logits = forward_rows(self.model, self.pool, batch.rows, batch.shared_blocks)
             if rows:
-                wanted = [b for b, row in enumerate(batch.rows) if row.sampler is not None]
-                bitmask = self._bitmask(rows, masks, logits.shape[-1])
-                for row, token in zip(rows, self._sample(logits[wanted], rows, bitmask)):
-                    output.sampled[row.seq_id] = token
+                output.sampled.update(self._emit(batch.rows, logits, self._bitmask(rows, masks, logits.shape[-1])))
         return output
+
+    def _emit(self, rows: list[RowPlan], logits: torch.Tensor, bitmask: torch.Tensor | None) -> dict:
+        """seq_id -> the tokens each sampled row emits. `logits` are ordered as forward_rows orders them
+        (one per row, or 1 + len(draft) for a draft row); `bitmask` has a row per sampled row."""
+        first, at = [], 0
+        for row in rows:
+            first.append(at)
+            at += 1 + len(row.draft)
+        sampled = [(i, row) for i, row in enumerate(rows) if row.sampler is not None]
+        plain = [k for k, (_, row) in enumerate(sampled) if not row.draft]
+        out = {}
+        if plain:
+            mask = bitmask[plain] if bitmask is not None else None
+            rows_plain = [sampled[k][1] for k in plain]
+            tokens = self._sample(logits[[first[sampled[k][0]] for k in plain]], rows_plain, mask)
+            out.update({row.seq_id: [token] for row, token in zip(rows_plain, tokens)})
+        for i, row in sampled:
+            if row.draft:
+                out[row.seq_id] = _verified(logits[first[i]:first[i] + 1 + len(row.draft)], row)
+        return out
 
     def _start_masks(self, rows: list[RowPlan]):
         matchers = [r.matcher for r in rows if r.matcher is not None]
@@ -95,6 +122,14 @@ class ModelRunner:
         wanted = 1 if tokens < SMALL_STEP_TOKENS else self.max_threads
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
+
+
+def _verified(logits: torch.Tensor, row: RowPlan) -> list[SampledToken]:
+    """The tokens a draft row emits after verification, with the model's log-probabilities."""
+    tokens = verify(logits.float().cpu(), row.draft, row.sampler)
+    want = row.sampler.params.logprobs or 0
+    scored = top_logprobs(logits[:len(tokens)], torch.tensor(tokens, device=logits.device), want)
+    return [SampledToken(s["token"], s["logprob"], s["top"]) for s in scored]
 
 
 def score_tokens(model: Transformer, pool: BlockPool, token_ids: list[int]) -> torch.Tensor:

@@ -48,6 +48,7 @@ class SamplingParams:
     num_beams: int = 1
     length_penalty: float = 1.0
     constraint: Constraint | None = None  # grammar-constrained output (engine/grammar.py)
+    draft_tokens: int = 0  # speculative decoding: up to this many prompt-lookup draft tokens a step (speculative.py)
     deterministic: bool = False  # batch-invariant: the same tokens alone or in any batch (paged_attention.py)
     max_reasoning_tokens: int | None = None  # reasoning models: close the thinking block after this many tokens
 
@@ -68,6 +69,7 @@ class SamplingParams:
             ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be between 0 and 20"),
             ("num_beams", self.num_beams >= 1, "must be >= 1"),
             ("seed", self.seed is None or 0 <= self.seed < 2**63, "must be a non-negative integer"),
+            ("draft_tokens", 0 <= self.draft_tokens <= 16, "must be between 0 and 16"),
             ("max_reasoning_tokens", self.max_reasoning_tokens is None or self.max_reasoning_tokens >= 0,
              "must be >= 0"),
             ("stop", all(isinstance(s, str) for s in self.stop), "must be a list of strings"),

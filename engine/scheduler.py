@@ -22,6 +22,7 @@ from .reasoning import ReasoningSplitter, ReasoningTags
 from .request import RequestHandle, TokenEvent
 from .sampling import SamplerState
 from .sequence import Sequence, ends_on, stop_reason
+from .speculative import propose
 from .step_plan import ForwardBatch, RowPlan, SampledToken, StepOutput, StepPlan
 from .text_stream import TextStream
 
@@ -39,6 +40,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self._by_id: dict[int, Sequence] = {}
+        self.speculation = {"drafted_tokens": 0, "accepted_tokens": 0}  # since start, for stats and benchmarks
         self._ids = itertools.count(1)
         self._admissions = itertools.count()
 
@@ -90,7 +92,7 @@ class Scheduler:
         self._ensure_room(decoding)
         decoding = [s for s in decoding if s in self.running]
         if decoding:
-            plan.batches.append(self._batch([self._row(s, 1) for s in decoding]))
+            plan.batches.append(self._batch([self._row(s, 1, self._draft(s)) for s in decoding]))
         prefill = self._prefill_rows()
         if prefill:
             plan.batches.append(self._batch(prefill))
@@ -155,6 +157,21 @@ class Scheduler:
                         self._finish(seq, "length")
                     break
 
+    def _draft(self, seq: Sequence) -> list[int]:
+        """Prompt-lookup draft tokens, as many as the request asks and its blocks already hold (a draft
+        never preempts anyone: without room it is shorter); none where tokens are forced or constrained."""
+        p = seq.sampler.params
+        if not p.draft_tokens or seq.forced or seq.matcher is not None:
+            return []
+        room = min(p.draft_tokens, p.max_tokens - len(seq.generated) - 1, self.context - len(seq.tokens))
+        draft = propose(seq.tokens, room)
+        while draft and len(seq.blocks) * self.pool.block_size < len(seq.tokens) + len(draft):
+            try:
+                seq.blocks += self.pool.allocate(1)
+            except PoolExhausted:
+                draft = draft[:len(seq.blocks) * self.pool.block_size - len(seq.tokens)]
+        return draft
+
     def _preempt(self, seq: Sequence) -> None:
         log.info("KV pool full: %s (sample %d) waits and will be recomputed", seq.handle.id, seq.index)
         self.running.remove(seq)
@@ -172,13 +189,13 @@ class Scheduler:
             budget -= take
         return rows
 
-    def _row(self, seq: Sequence, take: int) -> RowPlan:
+    def _row(self, seq: Sequence, take: int, draft: list[int] | None = None) -> RowPlan:
         start = seq.computed
         finishes = start + take == len(seq.tokens)  # its last token's logits are sampled
         forced = seq.forced[0] if finishes and seq.forced else None
-        return RowPlan(seq.id, seq.tokens[start:start + take], start, list(seq.blocks),
+        return RowPlan(seq.id, seq.tokens[start:start + take] + list(draft or []), start, list(seq.blocks),
                        seq.sampler if finishes else None, forced, seq.matcher if finishes else None,
-                       seq.sampler.params.deterministic)
+                       seq.sampler.params.deterministic, list(draft or []))
 
     def _batch(self, rows: list[RowPlan]) -> ForwardBatch:
         return ForwardBatch(rows, self._shared_blocks(rows))
@@ -202,11 +219,16 @@ class Scheduler:
             seq = self._by_id.get(row.seq_id)
             if seq is None:
                 continue
-            seq.computed += len(row.token_ids)
+            accepted = len(output.sampled.get(row.seq_id, [None])) - 1 if row.draft else 0
+            self.speculation["drafted_tokens"] += len(row.draft)
+            self.speculation["accepted_tokens"] += accepted
+            seq.computed += len(row.token_ids) - len(row.draft) + accepted  # a rejected draft's K/V is junk
             self._publish_full_blocks(seq)
-        for seq_id, sampled in output.sampled.items():
-            if seq_id in self._by_id:
-                self._accept(self._by_id[seq_id], sampled)
+        for seq_id, tokens in output.sampled.items():
+            for token in tokens:
+                if seq_id not in self._by_id:  # it ended on an earlier token of this step
+                    break
+                self._accept(self._by_id[seq_id], token)
 
     def _publish_full_blocks(self, seq: Sequence) -> None:
         bs = self.pool.block_size

@@ -58,7 +58,8 @@ class StepLoop:
     def stats(self) -> dict:
         with self._lock:
             waiting = self._in_inbox + self._scheduler_waiting
-        return {"waiting": waiting, "running": len(self.scheduler.running), **self.scheduler.pool.stats()}
+        return {"waiting": waiting, "running": len(self.scheduler.running), **self.scheduler.pool.stats(),
+                **self.scheduler.speculation}
 
     def _post(self, kind: str, handle: RequestHandle | None) -> None:
         self._inbox.put((kind, handle))

@@ -22,6 +22,7 @@ class RowPlan:
     forced_token: int | None = None  # the token that comes next instead of a sampled one
     matcher: object | None = None  # the row's grammar matcher (llguidance) when its output is constrained
     deterministic: bool = False  # its result must not depend on the rest of the batch
+    draft: list[int] = field(default_factory=list)  # speculative tokens (token_ids ends with them) to verify
 
 
 @dataclass
@@ -54,5 +55,6 @@ class SampledToken:
 
 @dataclass
 class StepOutput:
-    """What the runner returns: the token sampled for every row that asked for one."""
-    sampled: dict[int, SampledToken] = field(default_factory=dict)  # seq_id -> token
+    """What the runner returns: the tokens every row that asked emits, in order (a row with a draft
+    emits its accepted draft tokens, then the one the model drew)."""
+    sampled: dict[int, list[SampledToken]] = field(default_factory=dict)  # seq_id -> tokens

@@ -33,7 +33,7 @@ class MarkovModel(torch.nn.Module):
 
     def forward(self, tokens, positions, paged, logits_at=None):
         logits = self.table[tokens]  # (B, T, V)
-        return logits if logits_at is None else logits[torch.arange(len(tokens)), logits_at]
+        return logits if logits_at is None else logits[logits_at]
 
 
 class ToyTokenizer:

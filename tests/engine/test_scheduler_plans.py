@@ -30,7 +30,7 @@ class FakeRunner:
 
     def execute(self, plan):
         self.plans.append(plan)
-        return StepOutput({r.seq_id: SampledToken(r.forced_token if r.forced_token is not None else self.choose(r), -0.5)
+        return StepOutput({r.seq_id: [SampledToken(r.forced_token if r.forced_token is not None else self.choose(r), -0.5)]
                            for r in plan.rows if r.sampler is not None})
 
 
