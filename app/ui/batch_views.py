@@ -64,7 +64,7 @@ def results(manager: BatchManager, batch: dict) -> pd.DataFrame:
     runs = list(reversed(manager.state.store.search_runs(batch_id=batch["id"], limit=None)))
     order, rank = _order(batch), {s: i for i, s in enumerate(batch.get("strategies") or [])}
     runs.sort(key=lambda r: (order.get(r["question_id"], len(order)), rank.get(r["strategy"], len(rank))))
-    rows = [[r["question_id"], r["strategy"], f"{outcome_of(r).mark} {r['status']}", r["answer"], r["expected"],
+    rows = [[r["question_id"], r["strategy"], f"{outcome_of(r).mark} {outcome_of(r).key}", r["answer"], r["expected"],
              {True: "✓", False: "✗"}.get(r["correct"], ""), r["prompt_tokens"] + r["completion_tokens"],
              round((r["duration_ms"] or 0) / 1000, 1), r["question"], r["id"]] for r in runs]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

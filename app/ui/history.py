@@ -28,7 +28,7 @@ def search(state: AppState, text: str, strategy: str, status: str) -> pd.DataFra
     rows = state.store.search_runs(text=text or None, strategy=None if strategy == ANY else strategy,
                                    status=None if status == ANY else status, limit=200)
     return pd.DataFrame([[r["id"], (r["created_at"] or "")[:19].replace("T", " "), r["strategy"],
-                          f"{r['template_name']}@{r['template_version']}", f"{outcome_of(r).mark} {r['status']}",
+                          f"{r['template_name']}@{r['template_version']}", f"{outcome_of(r).mark} {outcome_of(r).key}",
                           "" if r["answer"] is None else str(r["answer"])[:40], r["question"][:100]] for r in rows],
                         columns=COLUMNS)
 
