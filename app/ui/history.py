@@ -87,8 +87,13 @@ def delete(state: AppState, run_id: str) -> tuple:
     return gr.update(visible=False), plain_status(f"Deleted run {run_id}."), "", placeholder(PICK), ""
 
 
-def build(state: AppState) -> tuple[gr.Dataframe, list]:
-    """The History tab; returns the table and its filter inputs (the table is refreshed when the tab opens)."""
+def refresh(state: AppState, text: str, strategy: str, status: str, new_strategy: str, new_template: str) -> tuple:
+    """What the tab shows afresh when it opens: the runs, and which template a re-run would use."""
+    return search(state, text, strategy, status), template_in_use(state, new_strategy, new_template)
+
+
+def build(state: AppState) -> tuple[list, list]:
+    """The History tab; returns the inputs and outputs of `refresh`, which the server runs when the tab opens."""
     with gr.Row():
         text = gr.Textbox(label="Search questions and answers", elem_id="hist-text", scale=3)
         strategy = gr.Dropdown([ANY, *STRATEGIES], value=ANY, label="Strategy", elem_id="hist-strategy")
@@ -136,4 +141,4 @@ def build(state: AppState) -> tuple[gr.Dataframe, list]:
     keep.click(lambda: (gr.update(visible=False), plain_status("Nothing deleted.")), None, [confirm, message])
     really.click(lambda r: delete(state, r), run_id, [confirm, message, run_id, left, right]).then(
         do_search, filters, table)
-    return table, filters
+    return [*filters, new_strategy, new_template], [table, uses]

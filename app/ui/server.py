@@ -35,7 +35,7 @@ def build_app(settings: Settings, model_path: str | None = None, state: AppState
             with gr.Tab("Batch", id="batch") as batch_tab:
                 batch_inputs, batch_outputs, batch_refresh = batch_page.build(manager)
             with gr.Tab("History", id="history") as history_tab:
-                runs, filters = history.build(state)
+                hist_inputs, hist_outputs = history.build(state)
             with gr.Tab("Model", id="model") as model_tab:
                 info, status = model_page.build(state, manager)
         # Pages show what other pages (or other sessions) changed when the page loads and when a tab opens.
@@ -47,7 +47,7 @@ def build_app(settings: Settings, model_path: str | None = None, state: AppState
         chat_tab.select(*refresh_chat)
         templates_tab.select(*refresh_templates)
         batch_tab.select(*refresh_batches)
-        history_tab.select(lambda *f: history.search(state, *f), filters, runs)
+        history_tab.select(lambda *a: history.refresh(state, *a), hist_inputs, hist_outputs)
         model_tab.select(lambda: (model_page.describe(state), model_page.engine_status(state, manager)), None,
                          [info, status])
     app.reason_state = state  # for tests and embedding

@@ -146,7 +146,8 @@ def build(state: AppState) -> tuple[list, list]:
         return (load_version(state, n, None), "", "", "", *refresh(state, n, None))
 
     name.change(pick, name, [editor, message, rendered, diff_out, *listing])
-    load.click(lambda n, v: (load_version(state, n, v), "", ""), [name, version], [editor, message, rendered])
+    for event in (load.click, version.input):  # picking a version shows it: the editor never disagrees with the picker
+        event(lambda n, v: (load_version(state, n, v), "", ""), [name, version], [editor, message, rendered])
     reset.click(lambda n: (shipped_template_body(n), gr.update(value=1),
                            plain_status("Editor reset to the shipped version 1 (not saved)."), ""),
                 name, [editor, version, message, rendered])

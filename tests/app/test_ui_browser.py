@@ -361,6 +361,7 @@ def test_template_versions_after_reload_save_and_promote(page, app_url):
     page.locator("#tpl-load").click()
     expect(page.locator("#tpl-rendered")).to_have_text("")  # the old message does not stay
     choose(page, "tpl-version", "2")
+    expect(editor).to_contain_text("version: 2")  # picking a version shows it
     page.locator("#tpl-promote").click()
     expect(page.locator("#tpl-message")).to_contain_text("direct@2 is now the default")
     expect(page.locator("#tpl-default")).to_contain_text("direct@2")
@@ -432,6 +433,7 @@ def test_batch_start_twice_is_refused_and_results_download_in_input_order(page, 
 
 def test_history_opens_a_run_and_delete_asks_first(page):
     open_tab(page, "History")
+    expect(page.locator("#hist-rerun-uses")).to_contain_text("direct@2")  # the version promoted on the templates page
     table = page.locator("#hist-table")
     expect(table).to_contain_text("direct")
     table.locator("[data-testid=cell-0-2]").click()  # the newest run's strategy cell selects its row
