@@ -103,8 +103,9 @@ def _vote_body(step: dict) -> str:
     table = f'<table class="votes"><tr><th>answer</th><th>votes</th><th>summed log-prob</th></tr>{rows}</table>'
     note = (f'<div class="tie">Tie: {", ".join(esc(str(a)) for a in tied)} have {top} votes each; the answer whose '
             f'paths have the higher summed log-probability wins.</div>') if len(tied) > 1 else ""
-    return f'<div>Samples answered: <code>{esc(_answers(step["input"]))}</code></div>{table}{note}' \
-           f'<div class="winner-line">Winner: <b>{esc(step["output"])}</b></div>'
+    winner = step["output"] if counts else "none: no sample gave an answer"
+    return f'<div>Samples answered: <code>{esc(_answers(step["input"]))}</code></div>{table if counts else ""}{note}' \
+           f'<div class="winner-line">Winner: <b>{esc(winner)}</b></div>'
 
 
 def _answers(text: str) -> str:
