@@ -2,13 +2,14 @@
 
 A GGUF file is untrusted input: its template runs in Jinja's ImmutableSandboxedEnvironment
 (llama-cpp-python once had a remote-code-execution CVE from a plain Environment).
-Files without a template get the LLaMA-2 `[INST]` format.
+Files without a template get the LLaMA-2 `[INST]` format. A template that reads a `tools` variable
+(HF's convention: OpenAI-shaped function specs) is given the request's tools.
 """
 from __future__ import annotations
 
 import json
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 LLAMA2_TEMPLATE = (
@@ -45,14 +46,16 @@ class ChatTemplate:
             self._template = env.from_string(self.source)
         except TemplateError as exc:
             raise ChatTemplateError(f"the model's chat template does not compile: {exc}") from exc
+        self.takes_tools = "tools" in meta.find_undeclared_variables(env.parse(self.source))
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """The prompt text for `messages` ([{"role": ..., "content": ...}])."""
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, tools: list[dict] | None = None) -> str:
+        """The prompt text for `messages` ([{"role": ..., "content": ...}]); `tools` only reach a template that reads them."""
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or "role" not in message or "content" not in message:
                 raise ChatTemplateError(f"message {i} must be a dict with 'role' and 'content'")
         try:
+            extra = {"tools": tools} if tools and self.takes_tools else {}
             return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         bos_token=self.bos_token, eos_token=self.eos_token)
+                                         bos_token=self.bos_token, eos_token=self.eos_token, **extra)
         except TemplateError as exc:  # includes SecurityError from the sandbox
             raise ChatTemplateError(f"the model's chat template failed: {exc}") from exc

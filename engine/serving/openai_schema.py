@@ -1,18 +1,23 @@
-"""OpenAI API shapes for the server: request bodies, their mapping onto SamplingParams, response choices.
+"""OpenAI API request bodies and their mapping onto prompts and SamplingParams (response shapes: choices.py).
 
-Follows OpenAI's Completions and Chat Completions references (legacy `logprobs` for completions, the
-`content` list for chat), plus the sampling extras llama.cpp and vLLM accept: top_k, min_p, typical_p,
-repetition_penalty. A trailing assistant message is a prefix the model continues, as in serving/langchain.py.
+Follows OpenAI's Completions and Chat Completions references, plus the extras llama.cpp and vLLM accept:
+top_k, min_p, typical_p, repetition_penalty and the output constraints of structured.py. A trailing
+assistant message is a prefix the model continues, as in serving/langchain.py.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..chat_template import ChatTemplate
 from ..sampling import SamplingParams
+from ..sampling_params import Constraint
 from ..tokenizer import Tokenizer
+from .structured import request_constraint
+from .tools import ToolPlan, template_messages, tool_plan
 
 
 class APIError(Exception):
@@ -51,6 +56,13 @@ class _Request(BaseModel):
     min_p: float = 0.0
     typical_p: float = 1.0
     repetition_penalty: float = 1.0
+    structured_outputs: dict | None = None  # vLLM's; the fields below are its older names and llama.cpp's
+    guided_json: dict | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    grammar: str | None = None
+    json_schema: dict | str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -73,11 +85,27 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str | dict = "{}"  # JSON text, as OpenAI sends it (an object is accepted too)
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool result: the call it answers
+    name: str | None = None
 
 
 class ChatRequest(_Request):
@@ -88,6 +116,8 @@ class ChatRequest(_Request):
     logprobs: bool = False
     top_logprobs: int | None = None
     tools: list | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None  # accepted; an answer makes one call (tools.py)
     response_format: dict | None = None
 
 
@@ -111,20 +141,52 @@ def completion_prompts(request: CompletionRequest, tokenizer: Tokenizer, vocab_s
     return prompts
 
 
-def chat_prompt(request: ChatRequest, render: Callable[..., str]) -> str:
-    """The prompt text: messages through the model's chat template; a trailing assistant message is continued."""
-    if request.tools:
-        raise APIError(400, "tools are not supported by this server", param="tools")
-    if (request.response_format or {}).get("type", "text") != "text":
-        raise APIError(400, "only response_format type 'text' is supported", param="response_format")
+@dataclass(frozen=True)
+class OutputRules:
+    """What a reply must match: the constraint, the request field it comes from, the tool plan behind it."""
+    constraint: Constraint | None = None
+    field: str | None = None
+    plan: ToolPlan | None = None
+
+
+def output_rules(request: _Request) -> OutputRules:
+    """The request's one output constraint: tools, response_format or one of the extras of structured.py."""
+    constraint, field = request_constraint(request)
+    plan = tool_plan(request.tools, request.tool_choice) if isinstance(request, ChatRequest) else None
+    if plan and constraint:
+        raise APIError(400, f"tools and {field} are two output constraints; a request takes one (or set "
+                            "tool_choice 'none')", param=field)
+    return OutputRules(plan.constraint(), "tools", plan) if plan else OutputRules(constraint, field)
+
+
+def chat_prompt(request: ChatRequest, template: ChatTemplate, plan: ToolPlan | None = None) -> str:
+    """The prompt text: messages (and tools) through the model's chat template; a trailing assistant message is continued."""
     if not request.messages:
         raise APIError(400, "messages must not be empty", param="messages")
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": _text(m.content)}
-                for m in request.messages]
+    messages = [_message(m) for m in request.messages]
     prefix = ""
-    if len(messages) > 1 and messages[-1]["role"] == "assistant":
+    if len(messages) > 1 and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
         prefix = messages.pop()["content"]
-    return render(messages, add_generation_prompt=True) + prefix
+    shown, tools = template_messages(messages, plan, template.takes_tools, template.source)
+    return template.render(shown, add_generation_prompt=True, tools=tools) + prefix
+
+
+def _message(message: ChatMessage) -> dict:
+    """An OpenAI-shaped message dict (developer is system; tool call arguments as JSON text)."""
+    out = {"role": "system" if message.role == "developer" else message.role, "content": _text(message.content)}
+    if message.tool_calls:
+        out["tool_calls"] = [_call(c) for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        out["name"] = message.name
+    return out
+
+
+def _call(call: ToolCall) -> dict:
+    arguments = call.function.arguments
+    return {"id": call.id, "type": "function", "function": {
+        "name": call.function.name, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}}
 
 
 def _text(content: str | list[TextPart] | None) -> str:
@@ -133,7 +195,8 @@ def _text(content: str | list[TextPart] | None) -> str:
     return content or ""
 
 
-def sampling_params(request: _Request, chat: bool, prompt_tokens: int, context: int, vocab_size: int) -> SamplingParams:
+def sampling_params(request: _Request, chat: bool, prompt_tokens: int, context: int, vocab_size: int,
+                    constraint: Constraint | None = None) -> SamplingParams:
     """SamplingParams for one (already checked) prompt of the request; raises APIError or ParamError naming the field."""
     room = context - prompt_tokens
     max_tokens = (request.max_completion_tokens or request.max_tokens) if chat else request.max_tokens
@@ -152,6 +215,7 @@ def sampling_params(request: _Request, chat: bool, prompt_tokens: int, context: 
         frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
         logit_bias=_logit_bias(request.logit_bias), seed=request.seed, max_tokens=max_tokens, stop=stop,
         n=request.n, logprobs=logprobs, max_reasoning_tokens=getattr(request, "max_reasoning_tokens", None),
+        constraint=constraint,
     ).validate(vocab_size)
 
 
@@ -164,93 +228,3 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float]:
             raise APIError(400, f"logit_bias values must be in [-100, 100], got {value}", param="logit_bias")
         out[int(key)] = value
     return out
-
-
-class Choices:
-    """Events gathered per choice, and OpenAI's shapes of them: stream chunk choices and final choices.
-
-    With `splitters` (chat, one per choice) a reasoning model's thinking goes to `reasoning_content`.
-    """
-
-    def __init__(self, count: int, tokens, chat: bool, logprobs: bool, splitters: list | None = None):
-        self.tokens, self.chat, self.want_logprobs = tokens, chat, logprobs  # tokens: token_text, token_bytes
-        self.splitters = splitters
-        self.reasoning: list[list[str]] = [[] for _ in range(count)]
-        self.text: list[list[str]] = [[] for _ in range(count)]
-        self.logprobs: list[list[dict]] = [[] for _ in range(count)]
-        self.offsets = [0] * count  # text offset of the next token (legacy completions logprobs)
-        self.counts = [0] * count
-        self.finish: list[str | None] = [None] * count
-
-    def add(self, index: int, event) -> list[dict]:
-        """Record one event; return the stream choices it makes (none when it carries nothing new)."""
-        entry = self._logprob(index, event.logprob) if self.want_logprobs and event.logprob else None
-        self.counts[index] += event.token_id is not None
-        reasoning, text = self._split(index, event)
-        self.reasoning[index].append(reasoning)
-        self.text[index].append(text)
-        self.finish[index] = event.finish_reason or self.finish[index]
-        if self.chat:
-            out = []
-            if text or reasoning or entry:
-                delta = {"reasoning_content": reasoning} if reasoning else {}
-                delta = {**delta, "content": text} if text or not reasoning else delta
-                out.append({"index": index, "delta": delta,
-                            "logprobs": {"content": [_chat_entry(entry)]} if entry else None, "finish_reason": None})
-            if event.finish_reason:
-                out.append({"index": index, "delta": {}, "logprobs": None, "finish_reason": event.finish_reason})
-            return out
-        if not (text or entry or event.finish_reason):
-            return []
-        return [{"index": index, "text": text, "logprobs": _legacy([entry]) if entry else None,
-                 "finish_reason": event.finish_reason}]
-
-    def _split(self, index: int, event) -> tuple[str, str]:
-        """(reasoning, answer) text of an event; all answer without a splitter."""
-        if self.splitters is None:
-            return "", event.text or ""
-        return self.splitters[index].feed(event.text or "", final=bool(event.finish_reason))
-
-    def role_delta(self, index: int) -> dict:
-        return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-
-    def final(self) -> list[dict]:
-        out = []
-        for i, parts in enumerate(self.text):
-            text, finish = "".join(parts), self.finish[i] or "length"
-            if self.chat:
-                logprobs = {"content": [_chat_entry(e) for e in self.logprobs[i]]} if self.want_logprobs else None
-                message = {"role": "assistant", "content": text}
-                if self.splitters is not None:
-                    message["reasoning_content"] = "".join(self.reasoning[i]) or None
-                out.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
-            else:
-                logprobs = _legacy(self.logprobs[i]) if self.want_logprobs else None
-                out.append({"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish})
-        return out
-
-    def usage(self, prompt_tokens: int) -> dict:
-        completion = sum(self.counts)
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                "total_tokens": prompt_tokens + completion}
-
-    def _logprob(self, index: int, logprob: dict) -> dict:
-        token = self.tokens.token_text(logprob["token"])
-        top = [{"token": self.tokens.token_text(t), "logprob": lp, "bytes": self.tokens.token_bytes(t)}
-               for t, lp in logprob["top"].items()]
-        entry = {"token": token, "logprob": logprob["logprob"], "bytes": self.tokens.token_bytes(logprob["token"]),
-                 "top_logprobs": top, "text_offset": self.offsets[index]}
-        self.offsets[index] += len(bytes(entry["bytes"]).decode("utf-8", errors="ignore"))
-        self.logprobs[index].append(entry)
-        return entry
-
-
-def _chat_entry(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if k != "text_offset"}
-
-
-def _legacy(entries: list[dict]) -> dict:
-    """Completions' logprobs: parallel lists over tokens."""
-    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
-            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
-            "text_offset": [e["text_offset"] for e in entries]}

@@ -23,17 +23,20 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from ..chat_template import ChatTemplateError
 from ..completion import ContextLengthError, ParamError, check_prompt
 from ..core import Engine
 from ..reasoning import ReasoningSplitter
 from ..request import QueueFullError
+from .choices import Choices
 from .openai_schema import (
     APIError,
     ChatRequest,
-    Choices,
     CompletionRequest,
+    OutputRules,
     chat_prompt,
     completion_prompts,
+    output_rules,
     sampling_params,
 )
 
@@ -65,31 +68,32 @@ class _Service:
             raise APIError(400, f"model '{name}' does not exist; this server serves '{self.model_name}' "
                                 "(see GET /v1/models)", "invalid_request_error", "model", "model_not_found")
 
-    def submit(self, prompts: list[list[int]], request, chat: bool) -> list:
+    def submit(self, prompts: list[list[int]], request, chat: bool, rules: OutputRules) -> list:
         """One handle per prompt; all or none (a later refusal cancels the earlier handles)."""
         context, vocab = self.engine.args.max_seq_len, self.engine.args.vocab_size
         handles = []
         try:
             for ids in prompts:
                 check_prompt(ids, context, vocab)
-                handles.append(self.engine.submit(ids, sampling_params(request, chat, len(ids), context, vocab)))
+                params = sampling_params(request, chat, len(ids), context, vocab, rules.constraint)
+                handles.append(self.engine.submit(ids, params))
         except Exception as exc:
             for handle in handles:
                 handle.cancel()
-            error = _api_error(exc, chat)
+            error = _api_error(exc, chat, rules.field)
             if error is exc:
                 raise
             raise error from exc
         return handles
 
-    def choices(self, handles: list, request, chat: bool) -> Choices:
+    def choices(self, handles: list, request, chat: bool, tools: bool = False) -> Choices:
         """Where the request's events are gathered; chat splits a reasoning model's thinking off unless asked not to."""
         logprobs = (request.logprobs is True) if chat else (request.logprobs is not None)
         splitters = None
         if chat and request.reasoning_format != "none":
             splitters = [ReasoningSplitter(self.engine.reasoning_tags, h.starts_in_reasoning)
                          for h in handles for _ in range(request.n)]
-        return Choices(len(handles) * request.n, self, chat, logprobs, splitters)
+        return Choices(len(handles) * request.n, self, chat, logprobs, splitters, tools)
 
     def token_text(self, token_id: int) -> str:
         """A token as OpenAI shows it: its text, or `bytes:\\xNN...` for part of a UTF-8 character."""
@@ -103,8 +107,9 @@ class _Service:
         return list(self.engine.tokenizer.token_bytes(token_id))
 
 
-def _api_error(exc: Exception, chat: bool) -> Exception:
-    """The client-facing error for what submitting raised (or the exception itself when it is ours)."""
+def _api_error(exc: Exception, chat: bool, source: str | None = None) -> Exception:
+    """The client-facing error for what submitting raised (or the exception itself when it is ours);
+    `source` is the request field the output constraint came from."""
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, QueueFullError):
@@ -112,6 +117,7 @@ def _api_error(exc: Exception, chat: bool) -> Exception:
                         code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, ParamError):
         renamed = {"logprobs": "top_logprobs", "prompt": "messages"} if chat else {}
+        renamed["constraint"] = source  # the engine's field: say which request field it came from
         code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
         return APIError(400, str(exc), param=renamed.get(exc.param, exc.param), code=code)
     return exc
@@ -217,6 +223,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request, exc: APIError):
         return _error_response(exc)
 
+    @app.exception_handler(ParamError)
+    async def param_error(request, exc: ParamError):
+        return _error_response(APIError(400, str(exc), param=exc.param))
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc: RequestValidationError):
         return _error_response(_validation_error(exc.errors()))
@@ -266,27 +276,28 @@ def create_app(engine: Engine, api_key: str | None = None, model_name: str | Non
         body: CompletionRequest = await _parse(request, CompletionRequest)
         service.check_model(body.model)
         prompts = completion_prompts(body, engine.tokenizer, engine.args.vocab_size)
-        return await _respond(service, body, prompts, chat=False)
+        return await _respond(service, body, prompts, False, output_rules(body))
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(request: Request):
         body: ChatRequest = await _parse(request, ChatRequest)
         service.check_model(body.model)
+        rules = output_rules(body)
         try:
-            text = chat_prompt(body, engine.apply_chat_template)
-        except ValueError as exc:  # the model's template refused the messages
+            text = chat_prompt(body, engine.chat_template, rules.plan)
+        except ChatTemplateError as exc:  # the model's template refused the messages
             raise APIError(400, str(exc), param="messages") from exc
-        return await _respond(service, body, [engine.tokenizer.encode(text)], chat=True)
+        return await _respond(service, body, [engine.tokenizer.encode(text)], True, rules)
 
     return app
 
 
-async def _respond(service: _Service, body, prompts: list[list[int]], chat: bool):
-    handles = service.submit(prompts, body, chat)
+async def _respond(service: _Service, body, prompts: list[list[int]], chat: bool, rules: OutputRules):
+    handles = service.submit(prompts, body, chat, rules)
     kind = ("chat.completion.chunk" if body.stream else "chat.completion") if chat else "text_completion"
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()),
             "model": service.model_name, **({"system_fingerprint": None} if chat else {})}
-    choices = service.choices(handles, body, chat)
+    choices = service.choices(handles, body, chat, rules.plan is not None)
     usage = {"prompt_tokens": sum(len(p) for p in prompts)}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
