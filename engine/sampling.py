@@ -9,8 +9,9 @@ Each filter sees the distribution left by the one before it (renormalised over s
 - frequency_penalty / presence_penalty (OpenAI, over the output so far): logit -= count * freq
   + (count > 0) * presence.
 - temperature 0 means greedy: the argmax after bias and penalties.
-The draw is an exponential race, argmax(p / E) with E ~ Exp(1), which needs no cumulative sum;
-each row draws from its own seeded generator, so a seed reproduces a sample.
+Nothing sorts the vocabulary: top-k and a peaked top-p use a partial selection (topk), a flat
+top-p a histogram of the logits; the draw inverts the cumulative distribution with one uniform
+per row from the row's own seeded generator, so a seed reproduces a sample.
 """
 from __future__ import annotations
 
@@ -79,12 +80,18 @@ def apply_bias_and_penalties(logits: torch.Tensor, states: list[SamplerState]) -
     return logits
 
 
+FIRST_SELECTION = 64  # top-p first looks at this many tokens per row, then 4x more while mass is missing
+
+
 def top_k_filter(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Keep tokens whose logit is at least the k-th largest (k = 0: all). k: (B,)."""
+    """Keep tokens whose logit is at least the k-th largest (k = 0: all). k: (B,).
+
+    A partial selection (topk) of the largest k any row asks, not a sort of the vocabulary.
+    """
     vocab = logits.shape[-1]
     k = torch.where(k > 0, k.clamp(max=vocab), vocab)
-    sorted_logits = logits.sort(dim=-1, descending=True).values
-    kth = sorted_logits.gather(-1, (k - 1).unsqueeze(-1))  # (B, 1)
+    largest = logits.topk(int(k.max()), dim=-1).values  # (B, max k), descending
+    kth = largest.gather(-1, (k - 1).unsqueeze(-1))  # (B, 1)
     return logits.masked_fill(logits < kth, NEG_INF)
 
 
@@ -109,11 +116,40 @@ def typical_filter(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Nucleus: keep the most probable tokens until their mass reaches p."""
+    """Nucleus: keep the most probable tokens until their mass reaches p.
+
+    Without sorting the vocabulary: the top FIRST_SELECTION tokens by partial selection hold the
+    nucleus of a peaked row; for a flat one, `_wide_nucleus` bins the logits instead.
+    """
     probs = torch.softmax(logits, dim=-1)
-    order = probs.argsort(dim=-1, descending=True, stable=True)
-    filtered = _keep_smallest_prefix(probs.gather(-1, order), order, p, logits)
-    return torch.where((p < 1).unsqueeze(-1), filtered, logits)
+    top, order = probs.topk(min(FIRST_SELECTION, probs.shape[-1]), dim=-1)  # (B, k), descending
+    before = top.cumsum(-1) - top  # exclusive cumulative mass
+    keep_top = before < p.unsqueeze(-1)
+    keep_top[:, 0] = True
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, keep_top)
+    wide = ((top.sum(-1) < p) & (p < 1)).nonzero().flatten()  # the nucleus reaches past the selection
+    if len(wide):
+        keep[wide] = _wide_nucleus(logits[wide], probs[wide], p[wide])
+    return torch.where((p < 1).unsqueeze(-1), logits.masked_fill(~keep, NEG_INF), logits)
+
+
+NUCLEUS_BINS, NUCLEUS_BIN_WIDTH = 2048, 0.01  # logits binned by their distance below the row's max (nats)
+
+
+def _wide_nucleus(logits: torch.Tensor, probs: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """The sort-based nucleus of each row, from a histogram: the probability mass of logit bins
+    (one pass) finds the bin where the cumulative mass crosses p; every bin above it is kept, and
+    only that bin's tokens are sorted to place the cut exactly. (rows, V) bool."""
+    depth = ((logits.amax(-1, keepdim=True) - logits) / NUCLEUS_BIN_WIDTH).clamp(max=NUCLEUS_BINS - 1).long()
+    mass = torch.zeros(len(p), NUCLEUS_BINS, dtype=torch.float64).scatter_add_(1, depth, probs.double())
+    cumulative = mass.cumsum(-1)
+    boundary = (cumulative < p.unsqueeze(-1)).sum(-1).clamp(max=NUCLEUS_BINS - 1)  # first bin reaching p
+    above = torch.where(boundary > 0, cumulative.gather(-1, (boundary - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1), 0.0)
+    keep = depth < boundary.unsqueeze(-1)
+    in_bin = depth == boundary.unsqueeze(-1)
+    values, order = probs.masked_fill(~in_bin, -1.0).topk(int(in_bin.sum(-1).max()), dim=-1)  # the bin, descending
+    before = above.unsqueeze(-1) + values.double().cumsum(-1) - values.double()
+    return keep.scatter(-1, order, (values >= 0) & (before < p.unsqueeze(-1))) | keep
 
 
 def min_p_filter(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
@@ -146,9 +182,14 @@ def sampling_distribution(logits: torch.Tensor, rows: RowParams) -> torch.Tensor
     return torch.softmax(filtered / temperature, dim=-1)
 
 
-def exponential_noise(states: list[SamplerState], vocab: int, device) -> torch.Tensor:
-    """Exp(1) noise (B, V), each row from its own generator."""
-    return torch.stack([torch.empty(vocab).exponential_(generator=s.generator) for s in states]).to(device)
+def draw(probs: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
+    """One token per row from probs (B, V) by inverting its cumulative distribution with one uniform
+    per row from the row's own generator: a pass over the vocabulary, no noise for every token."""
+    uniforms = torch.stack([torch.rand((), generator=s.generator, dtype=torch.float64) for s in states])
+    cumulative = probs.double().cumsum(-1)
+    target = (uniforms.to(probs.device) * cumulative[:, -1]).unsqueeze(-1)
+    index = torch.searchsorted(cumulative, target, right=True).squeeze(-1)
+    return index.clamp(max=probs.shape[-1] - 1)
 
 
 def sample(logits: torch.Tensor, states: list[SamplerState], use_triton: bool | None = None,
@@ -170,8 +211,7 @@ def sample(logits: torch.Tensor, states: list[SamplerState], use_triton: bool | 
     greedy = logits.argmax(-1)
     if bool((rows.temperature == 0).all()):
         return greedy
-    probs = sampling_distribution(logits, rows)
-    drawn = (probs / exponential_noise(states, logits.shape[-1], logits.device)).argmax(-1)
+    drawn = draw(sampling_distribution(logits, rows), states)
     return torch.where(rows.temperature == 0, greedy, drawn)
 
 

@@ -152,3 +152,19 @@ def test_greedy_is_deterministic_and_stop_token_ids_end_generation(tiny):
     assert a.token_ids == b.token_ids and a.logprobs is None
     cut = tiny.generate(["The quick"], SamplingParams(max_tokens=8, stop_token_ids=[a.token_ids[3]]))[0]
     assert cut.finish_reason == "stop" and cut.token_ids == a.token_ids[:a.token_ids.index(a.token_ids[3])]
+
+
+def test_sort_free_top_p_keeps_the_sort_based_nucleus_on_peaked_and_flat_rows():
+    """The partial selection (peaked rows) and the logit histogram (flat rows) against the sort rule."""
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.cat([torch.randn(8, 5000, generator=generator) * 8,  # peaked: nucleus inside the top 64
+                        torch.randn(8, 5000, generator=generator) * 1.5])  # flat: thousands of tokens
+    for top_p in (0.3, 0.9, 0.99):
+        p = torch.full((16,), top_p)
+        probs = torch.softmax(logits, -1)
+        order = probs.argsort(dim=-1, descending=True, stable=True)
+        ordered = probs.gather(-1, order)
+        keep_sorted = (ordered.cumsum(-1) - ordered) < top_p
+        keep_sorted[:, 0] = True
+        expected = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        assert torch.equal(top_p_filter(logits, p) > float("-inf"), expected), top_p
