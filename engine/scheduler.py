@@ -179,15 +179,22 @@ class Scheduler:
         self.waiting.appendleft(seq)
 
     def _prefill_rows(self) -> list[RowPlan]:
-        """Prompt tokens of sequences still reading their prompt, oldest first, within the chunk budget."""
-        budget, rows = self.prefill_chunk, []
-        for seq in sorted((s for s in self.running if s.pending > 1), key=lambda s: s.admitted_at):
+        """This step's prompt tokens, within the chunk budget. The oldest prompt being read always gets
+        at least half the budget (so it never starves); the rest goes to the others shortest first, so
+        a short request is not stuck behind a long one; what is left goes back to the oldest."""
+        reading = sorted((s for s in self.running if s.pending > 1), key=lambda s: s.admitted_at)
+        if not reading:
+            return []
+        oldest, others = reading[0], sorted(reading[1:], key=lambda s: s.pending)
+        takes = {oldest: min(oldest.pending, self.prefill_chunk // 2 if others else self.prefill_chunk)}
+        budget = self.prefill_chunk - takes[oldest]
+        for seq in others:
             if budget <= 0:
                 break
-            take = min(seq.pending, budget)
-            rows.append(self._row(seq, take))
-            budget -= take
-        return rows
+            takes[seq] = min(seq.pending, budget)
+            budget -= takes[seq]
+        takes[oldest] += min(oldest.pending - takes[oldest], budget)
+        return [self._row(seq, take) for seq, take in takes.items()]
 
     def _row(self, seq: Sequence, take: int, draft: list[int] | None = None) -> RowPlan:
         start = seq.computed

@@ -177,3 +177,29 @@ def test_a_prompt_that_never_fits_the_pool_is_refused():
     with pytest.raises(ValueError, match="KV blocks"):
         s.check_fits(8)
     s.check_fits(7)
+
+
+def test_a_short_prompt_is_not_stuck_behind_a_long_one_and_the_long_one_never_starves():
+    s, runner = scheduler(blocks=400, prefill_chunk=64), FakeRunner()
+    long = submit(s, [1] + [9] * 600, max_tokens=1)
+    plan = s.schedule()
+    s.update(plan, runner.execute(plan))  # the long prompt has started
+    short = submit(s, [1, 2, 3], max_tokens=1)
+    plan = s.schedule()
+    rows = {r.seq_id: r for r in plan.rows}
+    assert rows[2].sampler is not None  # the short prompt is read whole and answered in this very step
+    assert len(rows[1].token_ids) >= 32  # the long one still gets half the budget or more
+    s.update(plan, runner.execute(plan))
+    assert short.result(timeout=0)[0].token_ids == [7]
+    for i in range(60):  # a stream of short requests: the long prompt keeps moving until it is read
+        submit(s, [1, 2, 3 + i], max_tokens=1)
+        plan = s.schedule()
+        reading = [r for r in plan.rows if r.seq_id == 1]
+        if not reading or reading[0].sampler is not None:
+            break
+        assert len(reading[0].token_ids) >= 32
+        s.update(plan, runner.execute(plan))
+    else:
+        raise AssertionError("the long prompt starved")
+    run(s, runner)
+    assert long.result(timeout=0)[0].token_ids == [7]
