@@ -14,6 +14,7 @@ class Completion:
     index: int = 0  # which of its n samples (or beams, best first)
     cumulative_logprob: float = 0.0  # sum of the model's log-probabilities of token_ids
     logprobs: list[dict] | None = None  # per token: {"token", "logprob", "top": {id: logprob}}
+    cached_tokens: int = 0  # prompt tokens whose K/V came from the prefix cache, not computed
 
 
 class ParamError(ValueError):

@@ -133,6 +133,8 @@ class Scheduler:
             self.pool.release(blocks)
             return False
         seq.blocks, seq.content_ids, seq.computed = blocks + own, content_ids, len(blocks) * bs
+        if not seq.generated:  # first admission only: a preempted sequence's recompute is not its prompt's cost
+            seq.cached_tokens = seq.computed
         return True
 
     def _ensure_room(self, decoding: list[Sequence]) -> None:

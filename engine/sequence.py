@@ -29,6 +29,7 @@ class Sequence:
     reasoning_tokens: int = 0
     forced: list[int] = field(default_factory=list)  # tokens that come next whatever is sampled (closing the block)
     matcher: object | None = None  # grammar matcher of a constrained output (engine/grammar.py)
+    cached_tokens: int = 0  # prompt tokens found in the prefix cache at admission
 
     @property
     def generated(self) -> list[int]:
@@ -42,7 +43,8 @@ class Sequence:
     def completion(self, finish_reason: str) -> Completion:
         params = self.sampler.params
         return Completion(self.stream.text, self.generated, finish_reason, self.prompt_len, 0, self.index,
-                          self.cumulative_logprob, self.logprobs if params.logprobs is not None else None)
+                          self.cumulative_logprob, self.logprobs if params.logprobs is not None else None,
+                          self.cached_tokens)
 
 
 def ends_on(token: int, seq: Sequence, eos_id: int | None) -> bool:

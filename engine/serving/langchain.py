@@ -219,8 +219,10 @@ def _wants_tokens(run_manager: CallbackManagerForLLMRun | None) -> bool:
 
 
 def _usage(completion: Completion) -> dict:
+    """LangChain's usage metadata; cache_read: the prompt tokens the prefix cache supplied (not computed)."""
     return {"input_tokens": completion.prompt_tokens, "output_tokens": len(completion.token_ids),
-            "total_tokens": completion.prompt_tokens + len(completion.token_ids)}
+            "total_tokens": completion.prompt_tokens + len(completion.token_ids),
+            "input_token_details": {"cache_read": completion.cached_tokens}}
 
 
 def _chunk(reasoning: str, answer: str, calls: ToolCallStream | None = None, final: bool = False) -> AIMessageChunk:
