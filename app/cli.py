@@ -214,28 +214,40 @@ def _print_summary(rows: list[dict]) -> None:
 
 @cli.command("model-info")
 @MODEL_OPTION
+@click.option("--check", is_flag=True, help="Also read every weight for NaN or infinity (as llama.cpp's --check-tensors).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def model_info(ctx, model_path, as_json):
-    """Describe a GGUF model: architecture, size, tensor types, context, vocabulary, chat template."""
+def model_info(ctx, model_path, check, as_json):
+    """Describe a GGUF model: architecture, size, tensor types, context, vocabulary, chat template.
+
+    Exits 1 with the reason when the file is unsound (metadata, tensor directory, chat template, and
+    with --check the weights' values)."""
     from engine import ModelFileError
     from engine import model_info as describe
 
     settings: Settings = ctx.obj.with_overrides(model_path=model_path)
     try:
-        info = describe(settings.model_path)
+        info = describe(settings.model_path, check_tensors=check)
     except ModelFileError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    for key, value in _model_rows(info):
+        click.echo(f"{key:>15}: {value}")
+
+
+def _model_rows(info: dict) -> list[tuple[str, object]]:
     types = ", ".join(f"{name} ×{count}" for name, count in info["tensor_types"].items())
     rows = [("file", info["path"]), ("name", info["name"]), ("architecture", info["architecture"]),
             ("parameters", f"{info['parameters']:,}"), ("tensor types", types),
             ("context length", info["context_length"]), ("vocabulary", f"{info['vocab_kind']} ({info['vocab_size']:,} tokens)"),
             ("chat template", "from the file" if info["chat_template"] else "none (LLaMA-2 [INST] fallback)")]
-    for key, value in rows:
-        click.echo(f"{key:>15}: {value}")
+    check = info.get("tensor_check")
+    if check is not None:
+        skipped = f"; {len(check['unchecked'])} of types not checked" if check["unchecked"] else ""
+        rows.append(("tensors", f"{check['checked']} checked, no NaN or infinity{skipped}"))
+    return rows
 
 
 @cli.command()

@@ -176,9 +176,11 @@ class Engine:
                 "kv_block_size": self.pool.block_size}
 
 
-def model_info(path: str | Path | None = None) -> dict:
-    """What a GGUF holds (architecture, size, tensor types, context, vocab), without loading weights."""
-    return describe_gguf(GGUFFile(path if path is not None else default_model_path()))
+def model_info(path: str | Path | None = None, check_tensors: bool = False) -> dict:
+    """What a GGUF holds (architecture, size, tensor types, context, vocab), without loading weights;
+    ModelFileError when its metadata, tensor directory or chat template is unsound. `check_tensors`:
+    also read every weight for NaN or infinity (as llama.cpp's --check-tensors)."""
+    return describe_gguf(GGUFFile(path if path is not None else default_model_path()), tensors=check_tensors)
 
 
 def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None,

@@ -145,6 +145,8 @@ class _Reader:
         for name, dims, ggml_type, offset in infos:
             if name in tensors:
                 self.fail(f"tensor '{name}' appears twice")
+            if offset % alignment:  # ggml refuses these too; a shifted offset reads every value wrong
+                self.fail(f"tensor '{name}' starts at offset {offset}, not a multiple of the alignment {alignment}")
             tensors[name] = self.tensor(name, dims, ggml_type, data_start + offset)
         return tensors
 

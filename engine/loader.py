@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, distribution
 from itertools import chain
 from pathlib import Path
@@ -13,11 +14,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .activation_quant import ACTIVATION_FORMAT
+from .chat_template import ChatTemplate, ChatTemplateError
 from .dequant import UnsupportedTensorType, block_mins, dequantize, type_name
 from .gguf_file import GGUFFile, ModelFileError
+from .metadata_bounds import check_heads, check_rope_table, check_vocab, checked
 from .model import ModelArgs, Transformer, rope_table
 from .packing import drop_file_pages, pack_model
 from .rope import ROPE_SCALINGS, RopeScaling
+from .tensor_check import check_tensors
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +67,62 @@ def default_model_path() -> Path:
 
 
 def model_args(gguf: GGUFFile) -> ModelArgs:
-    """ModelArgs from GGUF metadata (`{arch}.*` keys); refuses architectures we do not run."""
+    """ModelArgs from GGUF metadata (`{arch}.*` keys), each value within metadata_bounds; refuses
+    architectures we do not run."""
     arch = gguf.require("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ModelFileError(f"{gguf.path}: architecture '{arch}' is not supported; the engine runs LLaMA-family "
                              f"models ({', '.join(SUPPORTED_ARCHITECTURES)})")
-    key = lambda name: f"{arch}.{name}"  # noqa: E731
-    dim, n_heads = gguf.require(key("embedding_length")), gguf.require(key("attention.head_count"))
-    vocab = gguf.get(key("vocab_size")) or len(gguf.require("tokenizer.ggml.tokens"))
-    context = gguf.get(key("context_length"), 2048)
+    value = _Metadata(gguf, arch)
+    dim, n_heads = value("embedding_length"), value("attention.head_count")
+    n_kv_heads = value("attention.head_count_kv", n_heads)
+    check_heads(gguf.path, arch, n_heads, n_kv_heads)
+    vocab = check_vocab(gguf.path, arch, value("vocab_size", None), gguf.require("tokenizer.ggml.tokens"))
+    context, head_dim = value("context_length", 2048), _head_dim(value, dim, n_heads)
+    check_rope_table(gguf.path, arch, context, head_dim)
     return ModelArgs(
-        dim=dim, n_layers=gguf.require(key("block_count")), n_heads=n_heads,
-        n_kv_heads=gguf.get(key("attention.head_count_kv"), n_heads),
-        hidden_dim=gguf.require(key("feed_forward_length")), vocab_size=vocab, max_seq_len=context,
-        norm_eps=gguf.get(key("attention.layer_norm_rms_epsilon"), 1e-5),
-        rope_theta=gguf.get(key("rope.freq_base"), 10000.0), rope_scaling=_rope_scaling(gguf, key, context),
-        rope_layout=ROPE_LAYOUT[arch], head_dim=gguf.get(key("attention.key_length"), dim // n_heads),
+        dim=dim, n_layers=value("block_count"), n_heads=n_heads, n_kv_heads=n_kv_heads,
+        hidden_dim=value("feed_forward_length"), vocab_size=vocab, max_seq_len=context,
+        norm_eps=value("attention.layer_norm_rms_epsilon", 1e-5),
+        rope_theta=value("rope.freq_base", 10000.0), rope_scaling=_rope_scaling(gguf, value, context),
+        rope_layout=ROPE_LAYOUT[arch], head_dim=head_dim,
         tied_output="output.weight" not in gguf.tensors, qkv_bias="blk.0.attn_q.bias" in gguf.tensors,
         qk_norm="blk.0.attn_q_norm.weight" in gguf.tensors,
-        sliding_window=gguf.get(key("attention.sliding_window"), 0) or 0,
+        sliding_window=value("attention.sliding_window", 0),
     )
 
 
-def _rope_scaling(gguf: GGUFFile, key, context: int) -> RopeScaling:
+_REQUIRED = object()
+
+
+class _Metadata:
+    """Reads `{arch}.` keys, each checked against its bound (metadata_bounds.BOUNDS)."""
+
+    def __init__(self, gguf: GGUFFile, arch: str):
+        self.gguf, self.arch = gguf, arch
+
+    def __call__(self, name: str, default=_REQUIRED):
+        key = f"{self.arch}.{name}"
+        raw = self.gguf.require(key) if default is _REQUIRED else self.gguf.get(key, default)
+        if raw is None:
+            return None
+        return checked(self.gguf.path, key, raw, name)
+
+
+def _head_dim(value: _Metadata, dim: int, n_heads: int) -> int:
+    """The per-head width: the file's key_length, else dim / heads; even, since RoPE rotates pairs."""
+    head_dim = value("attention.key_length", None)
+    if head_dim is None:
+        head_dim = checked(value.gguf.path, f"{value.arch}.embedding_length / head_count", dim // n_heads,
+                           "attention.key_length")
+    if head_dim % 2:
+        raise ModelFileError(f"{value.gguf.path}: the head width {head_dim} is odd; RoPE rotates pairs of values")
+    return head_dim
+
+
+def _rope_scaling(gguf: GGUFFile, value: _Metadata, context: int) -> RopeScaling:
     """The file's rope scaling; "llama3" files carry their per-frequency factors as `rope_freqs`."""
-    kind = gguf.get(key("rope.scaling.type"), "none")
+    kind = gguf.get(f"{value.arch}.rope.scaling.type", "none")
     if kind == "llama3" and ROPE_FREQS in gguf.tensors:
         kind = "none"
     if kind not in ROPE_SCALINGS:
@@ -95,14 +130,14 @@ def _rope_scaling(gguf: GGUFFile, key, context: int) -> RopeScaling:
                              f"(supported: {', '.join(ROPE_SCALINGS)}, and llama3 factors in rope_freqs)")
     if kind == "none":
         return RopeScaling()
-    factor = float(gguf.get(key("rope.scaling.factor"), 1.0))
+    factor = value("rope.scaling.factor", 1.0)
     if kind == "linear":
         return RopeScaling("linear", factor)
-    return RopeScaling("yarn", factor, int(gguf.get(key("rope.scaling.original_context_length"), context)),
-                       ext_factor=float(gguf.get(key("rope.scaling.yarn_ext_factor"), 1.0)),
-                       attn_factor=float(gguf.get(key("rope.scaling.yarn_attn_factor"), 1.0)),
-                       beta_fast=float(gguf.get(key("rope.scaling.yarn_beta_fast"), 32.0)),
-                       beta_slow=float(gguf.get(key("rope.scaling.yarn_beta_slow"), 1.0)))
+    return RopeScaling("yarn", factor, value("rope.scaling.original_context_length", context),
+                       ext_factor=value("rope.scaling.yarn_ext_factor", 1.0),
+                       attn_factor=value("rope.scaling.yarn_attn_factor", 1.0),
+                       beta_fast=value("rope.scaling.yarn_beta_fast", 32.0),
+                       beta_slow=value("rope.scaling.yarn_beta_slow", 1.0))
 
 
 def _gguf_to_ours(args: ModelArgs) -> dict[str, str]:
@@ -138,20 +173,15 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     `llama_cpp_numerics`: round each linear layer's input as llama.cpp does for that weight type.
     """
     _check_weights(weights, torch.device(device), dtype, llama_cpp_numerics)
-    mapping = _gguf_to_ours(args)
-    biases = [name.format(i=i) for i in range(args.n_layers) for name in QKV_BIAS_NAMES] if args.qkv_bias else []
-    missing = [name for name in [*mapping, *biases] if name not in gguf.tensors]
-    if missing:
-        raise ModelFileError(f"{gguf.path}: tensors missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    mapping = check_layout(gguf, args)
+    check_tensors(gguf)  # NaN/inf weights or scales: ~0.3 s per GB, before anything is built from them
     with _MetaParameters():
         model = Transformer(args)
     if weights == "packed":
         mapping = pack_model(model, gguf, mapping)  # packing.py: the linears and token embeddings
     state = {}
     for gguf_name, our_name in mapping.items():
-        tensor = _load_tensor(gguf, gguf_name)
-        _check_shape(gguf, gguf_name, tuple(tensor.shape), tuple(model.get_parameter(our_name).shape))
-        state[our_name] = tensor.to(device=device, dtype=dtype)
+        state[our_name] = _load_tensor(gguf, gguf_name).to(device=device, dtype=dtype)
     if args.qkv_bias:
         state.update(_qkv_biases(gguf, args, model, device, dtype))
     tie = args.tied_output and weights == "dense"
@@ -166,6 +196,33 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
         _set_activation_formats(model, gguf, mapping)
     drop_file_pages(gguf)  # every weight is copied or packed by now
     return model.eval()
+
+
+def check_layout(gguf: GGUFFile, args: ModelArgs) -> dict[str, str]:
+    """The GGUF -> our name mapping of the weights the model loads, once each is found in the tensor
+    directory with the shape the model expects (nothing is read: the packed path checks here too)."""
+    mapping = _gguf_to_ours(args)
+    biases = [name.format(i=i) for i in range(args.n_layers) for name in QKV_BIAS_NAMES] if args.qkv_bias else []
+    missing = [name for name in [*mapping, *biases] if name not in gguf.tensors]
+    if missing:
+        raise ModelFileError(f"{gguf.path}: tensors missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    expected = _expected_shapes(args)
+    for gguf_name, our_name in mapping.items():
+        _check_shape(gguf, gguf_name, gguf.tensors[gguf_name].shape, expected[_LAYER.sub("layers.0.", our_name)])
+    if ROPE_FREQS in gguf.tensors:
+        _check_shape(gguf, ROPE_FREQS, gguf.tensors[ROPE_FREQS].shape, (args.head_dim // 2,))
+    return mapping
+
+
+_LAYER = re.compile(r"^layers\.\d+\.")
+
+
+def _expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """Each parameter's shape, from a one-layer model on the meta device (every layer has layer 0's shapes;
+    a 2-position RoPE table, which is real memory even here)."""
+    with _MetaParameters():
+        model = Transformer(replace(args, n_layers=1, max_seq_len=2))
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
 def _qkv_biases(gguf: GGUFFile, args: ModelArgs, model: Transformer, device, dtype) -> dict[str, torch.Tensor]:
@@ -210,7 +267,7 @@ def _check_weights(weights: str, device: torch.device, dtype: torch.dtype, llama
 
 
 def _check_shape(gguf: GGUFFile, gguf_name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
-    if shape != expected:
+    if tuple(shape) != tuple(expected):
         raise ModelFileError(f"{gguf.path}: tensor '{gguf_name}' has shape {shape}, expected {expected}")
 
 
@@ -238,15 +295,27 @@ def _set_activation_formats(model: Transformer, gguf: GGUFFile, mapping: dict[st
             module.block_mins = block_mins(info.data, info.ggml_type, info.shape).to(module.weight.device)
 
 
-def describe_gguf(gguf: GGUFFile) -> dict:
-    """Model facts for people: architecture, parameters, tensor types, context, vocabulary."""
+def describe_gguf(gguf: GGUFFile, tensors: bool = False) -> dict:
+    """Model facts for people: architecture, parameters, tensor types, context, vocabulary, once the metadata,
+    the tensor directory and the chat template are found sound; `tensors`: also look at every weight for NaN/inf."""
     args = model_args(gguf)
+    check_layout(gguf, args)
+    template = gguf.get("tokenizer.chat_template")
+    if template is not None:
+        try:
+            ChatTemplate(template)
+        except ChatTemplateError as exc:
+            raise ModelFileError(f"{gguf.path}: {exc}") from exc
     types = Counter(type_name(t.ggml_type) for t in gguf.tensors.values())
-    return {
+    info = {
         "path": str(gguf.path), "name": gguf.get("general.name", gguf.path.stem),
         "architecture": gguf.get("general.architecture"), "gguf_version": gguf.version,
         "parameters": sum(int(torch.Size(t.shape).numel()) for t in gguf.tensors.values()),
         "tensor_types": dict(types.most_common()), "context_length": args.max_seq_len,
         "vocab_kind": gguf.get("tokenizer.ggml.model"), "vocab_size": args.vocab_size,
-        "chat_template": gguf.get("tokenizer.chat_template") is not None, "args": asdict(args),
+        "chat_template": template is not None, "args": asdict(args),
     }
+    if tensors:
+        report = check_tensors(gguf)
+        info["tensor_check"] = {"checked": report.checked, "unchecked": report.unchecked}
+    return info
