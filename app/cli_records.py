@@ -5,6 +5,8 @@ import json
 
 import click
 
+from .cli_fork import runs_diff, runs_fork, runs_replay
+from .lineage import lineage_line
 from .runner import STRATEGIES
 from .store import RUN_STATUSES
 
@@ -17,7 +19,7 @@ from .store import RUN_STATUSES
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.pass_context
 def runs(ctx, text, strategy, status, batch_id, limit):
-    """List stored runs, newest first (subcommands: show, export, delete)."""
+    """List stored runs, newest first (subcommands: show, export, delete, fork, diff, replay)."""
     if ctx.invoked_subcommand:
         return
     from .store import Store
@@ -48,11 +50,11 @@ def runs_show(ctx, run_id, as_json):
         return
     click.echo(f"run {run['id']} · {run['strategy']} · template {run['template_name']} v{run['template_version']} · "
                f"{run['model_id']} ({run['backend']}) · {run['status']} · {run['duration_ms'] / 1000:.1f}s")
+    if run.get("parent_run_id") or run.get("lineage"):
+        click.echo(lineage_line(run))
     click.echo(f"Q: {run['question']}")
     for step in run["steps"]:
-        head = f"--- {step['idx']}. {step['kind']} {step['name']} ({step['duration_ms']:.0f} ms"
-        tokens = f", {step['prompt_tokens']}+{step['completion_tokens']} tokens" if step["kind"] == "llm" else ""
-        click.echo(head + tokens + ")")
+        click.echo(step_head(step, run.get("forked_at")))
         click.echo(step["output"] if step["kind"] != "tool" else f"{step['input']}\n=> {step['output']}")
         if step["error"]:
             click.echo(f"error: {step['error']}")
@@ -60,6 +62,19 @@ def runs_show(ctx, run_id, as_json):
                                                                            f"{'correct' if run['correct'] else 'wrong'})"))
     if run["error"]:
         click.echo(f"error: {run['error']}")
+
+
+def step_head(step: dict, forked_at: int | None) -> str:
+    """'--- 2. llm step 2 (130 ms, 412+31 tokens, 384 from cache)', marked when it is a fork's record or edit."""
+    meta = step.get("meta") or {}
+    head = f"--- {step['idx']}. {step['kind']} {step['name']} ({step['duration_ms']:.0f} ms"
+    if step["kind"] == "llm":
+        head += f", {step['prompt_tokens']}+{step['completion_tokens']} tokens"
+        head += f", {meta['cached_prompt_tokens']} from cache" if meta.get("cached_prompt_tokens") else ""
+    head += ")"
+    if forked_at is not None and step["idx"] < forked_at:
+        head += " [from the parent run]"
+    return head + (" [edited]" if meta.get("edited") else "")
 
 
 @runs.command("export")
@@ -84,6 +99,10 @@ def runs_delete(ctx, run_id):
     if not Store.open(ctx.obj).delete_run(run_id):
         raise click.ClickException(f"no run with id {run_id}")
     click.echo(f"deleted {run_id}")
+
+
+for command in (runs_fork, runs_diff, runs_replay):
+    runs.add_command(command)
 
 
 @click.group()

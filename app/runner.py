@@ -36,6 +36,7 @@ class StrategyOptions:
     react_fallback: bool = True  # ReAct -> CoT-SC when Finish never comes
     fix_errors: bool = True  # PAL
     timeout_s: float = 5.0  # PAL sandbox
+    sandbox: Callable | None = None  # PAL: runs each program (None: the sandbox); a fork replays recorded runs
 
 
 DEFAULT_OPTIONS = StrategyOptions()
@@ -111,7 +112,8 @@ def _run(strategy, question, model, info, template, options, wiki_tool, history)
         return cot.run(question, model, template, info, self_consistency=k, temperature=temperature, history=history)
     if strategy == "pal":
         return pal.run(question, model, template, info, fix_errors=options.fix_errors, self_consistency=k,
-                       temperature=temperature, timeout_s=options.timeout_s, history=history)
+                       temperature=temperature, timeout_s=options.timeout_s, history=history,
+                       sandbox=options.sandbox)
     if wiki_tool is None:
         raise ValueError("the react strategy needs a Wikipedia tool")
     fallback = load_shipped("cot") if options.react_fallback else None

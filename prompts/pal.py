@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from .cot import vote
 from .llm_call import call_model, sample_model
-from .sandbox import run_program
+from .sandbox import SandboxResult, run_program
 from .template import PromptTemplate, Turns
 from .trace import RunInfo, Step, Trace
 
 FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.DOTALL)
 STOP = ["\n\n\n", "\n```\n"]
 TOP_LEVEL_CODE = ("def ", "import ", "from ", "class ", "@", "#")
+Sandbox = Callable[..., SandboxResult]  # runs one program: (source, timeout_s=…) -> SandboxResult
 
 
 def extract_program(prefix: str, completion: str) -> str:
@@ -49,9 +51,9 @@ def normalize_value(value) -> str | None:
     return str(value)
 
 
-def _execute(trace: Trace, program: str, timeout_s: float) -> tuple[str | None, str | None]:
+def _execute(trace: Trace, program: str, timeout_s: float, sandbox: Sandbox | None = None) -> tuple[str | None, str | None]:
     """Run in the sandbox, record a tool step; returns (answer, error)."""
-    result = run_program(program, timeout_s=timeout_s)
+    result = (sandbox or run_program)(program, timeout_s=timeout_s)
     output = json.dumps({"value": result.value, "stdout": result.stdout}, default=str)
     trace.add(Step(kind="tool", name="sandbox", input=program, output=output, duration_ms=result.duration_ms,
                    error=None if result.ok else result.error, meta={"kind": result.kind}))
@@ -66,8 +68,9 @@ def _fix_messages(messages: list[BaseMessage], program: str, error: str, prefix:
 
 def run(question: str, model: BaseChatModel, template: PromptTemplate, info: RunInfo = RunInfo(),
         fix_errors: bool = True, self_consistency: int = 1, temperature: float = 0.7, timeout_s: float = 5.0,
-        history: Turns = ()) -> Trace:
-    """PAL with one greedy program (optionally fixed once), or a vote over sampled programs (after `history`)."""
+        history: Turns = (), sandbox: Sandbox | None = None) -> Trace:
+    """PAL with one greedy program (optionally fixed once), or a vote over sampled programs (after `history`);
+    `sandbox` runs the programs (default: prompts.sandbox.run_program)."""
     trace = info.new_trace(question, "pal", template, history)
     messages, prefix = template.render(question, history), template.assistant_prefix
     if self_consistency > 1:
@@ -75,12 +78,12 @@ def run(question: str, model: BaseChatModel, template: PromptTemplate, info: Run
         answers = []
         for step in steps:
             trace.add(step)
-            answers.append(_execute(trace, extract_program(prefix, step.output), timeout_s)[0])
+            answers.append(_execute(trace, extract_program(prefix, step.output), timeout_s, sandbox)[0])
         return trace.finish(vote(trace, answers, steps))
     program = extract_program(prefix, trace.add(call_model(model, messages, "program", stop=STOP)).output)
-    answer, error = _execute(trace, program, timeout_s)
+    answer, error = _execute(trace, program, timeout_s, sandbox)
     if error and fix_errors:
         retry = call_model(model, _fix_messages(messages, program, error, prefix), "fix program", stop=STOP)
         trace.counters["fix_attempts"] = 1
-        answer, error = _execute(trace, extract_program(prefix, trace.add(retry).output), timeout_s)
+        answer, error = _execute(trace, extract_program(prefix, trace.add(retry).output), timeout_s, sandbox)
     return trace.finish(answer, error if answer is None and error else None)

@@ -173,6 +173,19 @@ def m004_template_default(conn: sa.Connection) -> None:
     ))
 
 
+def m006_run_lineage(conn: sa.Connection) -> None:
+    """Where a run came from: the run it forks or replays, the step it forked at, and how it was made.
+
+    A fork's steps before `forked_at` are its parent's, from the record; deleting the parent keeps the fork.
+    """
+    _execute(conn, (
+        "ALTER TABLE run ADD COLUMN parent_run_id TEXT REFERENCES run(id) ON DELETE SET NULL",
+        "ALTER TABLE run ADD COLUMN forked_at INTEGER",
+        "ALTER TABLE run ADD COLUMN lineage_json TEXT NOT NULL DEFAULT '{}'",
+        "CREATE INDEX ix_run_parent ON run (parent_run_id)",
+    ))
+
+
 Migration = Callable[[sa.Connection], None]
 # Recorded under the function's name less its "m" (a Python name cannot start with a digit): "001_initial".
 MIGRATIONS: list[tuple[str, Migration]] = [(fn.__name__.removeprefix("m"), fn) for fn in (
@@ -180,6 +193,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [(fn.__name__.removeprefix("m"), fn) f
     m002_run_fts,
     m003_run_status_stopped,
     m004_template_default,
+    m006_run_lineage,
 )]
 
 

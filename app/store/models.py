@@ -26,6 +26,7 @@ class Run(SQLModel, table=True):
     __table_args__ = (sa.Index("ix_run_created_at", "created_at"),
                       sa.Index("ix_run_batch", "batch_id", "strategy", "question_id"),
                       sa.Index("ix_run_template", "template_name", "template_version"),
+                      sa.Index("ix_run_parent", "parent_run_id"),
                       sa.Index("ix_run_strategy_status", "strategy", "status"))
     # The table also has `seq INTEGER PRIMARY KEY`, a stable rowid for the FTS index, unmapped on purpose.
     id: str = Field(primary_key=True)
@@ -49,6 +50,9 @@ class Run(SQLModel, table=True):
     duration_ms: float = 0.0
     batch_id: str | None = Field(default=None, foreign_key="batch.id", ondelete="SET NULL")
     question_id: str | None = None
+    parent_run_id: str | None = Field(default=None, foreign_key="run.id", ondelete="SET NULL")  # forked or replayed
+    forked_at: int | None = None  # the step it forked at: the steps before it are the parent's, from the record
+    lineage_json: str = "{}"  # how it was made: kind (fork, branch, replay), what changed, a replay's identity
 
 
 class Step(SQLModel, table=True):

@@ -37,12 +37,16 @@ class RunStore(Database):
     def start_run(self, question: str, strategy: str, *, expected: str | None = None, batch_id: str | None = None,
                   question_id: str | None = None, template_name: str = "", template_version: int = 0,
                   model_id: str = "", backend: str = "", sampling: dict | None = None,
-                  model_hash: str | None = None) -> str:
-        """Record a run as `running` before any work, so a crash leaves an honest trace; return its id."""
+                  model_hash: str | None = None, parent_run_id: str | None = None, forked_at: int | None = None,
+                  lineage: dict | None = None) -> str:
+        """Record a run as `running` before any work, so a crash leaves an honest trace; return its id.
+
+        A fork or replay names its parent run, the step it forked at and how it was made (`lineage`)."""
         run = Run(id=new_id(), created_at=now(), strategy=strategy, question=question, expected=expected,
                   batch_id=batch_id, question_id=question_id, template_name=template_name,
                   template_version=template_version, model_id=model_id, model_hash=model_hash, backend=backend,
-                  sampling_json=to_json(sampling))
+                  sampling_json=to_json(sampling), parent_run_id=parent_run_id, forked_at=forked_at,
+                  lineage_json=to_json(lineage))
         with self._write() as session:
             session.add(run)
         return run.id
@@ -71,6 +75,26 @@ class RunStore(Database):
             run = _run_row(session, run_id)
             run.status, run.error = "error", error
             run.duration_ms = (now() - utc(run.created_at)).total_seconds() * 1e3
+
+    @retry_when_locked
+    def add_lineage(self, run_id: str, **facts) -> None:
+        """Add facts to how a run was made (a replay's identity, whether a fork's replayed steps held)."""
+        with self._write() as session:
+            run = _run_row(session, run_id)
+            run.lineage_json = to_json({**json.loads(run.lineage_json or "{}"), **facts})
+
+    @retry_when_locked
+    def add_step_meta(self, run_id: str, idx: int, **meta) -> None:
+        """Add keys to one stored step's meta (e.g. that a person edited it)."""
+        with self._write() as session:
+            step = session.exec(select(Step).where(Step.run_id == run_id, Step.idx == idx)).one()
+            step.meta_json = to_json({**json.loads(step.meta_json or "{}"), **meta})
+
+    def forks_of(self, run_id: str) -> list[dict]:
+        """The runs forked from or replaying this one, oldest first (without steps)."""
+        with self._read() as session:
+            rows = session.exec(select(Run).where(Run.parent_run_id == run_id).order_by(RUN_SEQ)).all()
+            return [plain(row) for row in rows]
 
     def get_run(self, run_id: str) -> dict | None:
         """A run as a dict with its `steps` (dicts, in order), or None if there is no such run."""
