@@ -2,6 +2,8 @@
 samples the rows that asked for a token. The one place tensors are made from sequences."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .kv_pool import BlockPool
@@ -10,11 +12,8 @@ from .paged_attention import PagedBatch
 from .sampling import sample, top_logprobs
 from .speculative import verify
 from .step_plan import RowPlan, SampledToken, StepOutput, StepPlan
+from .threads import ThreadChooser
 
-# Below this many tokens a forward pass is dispatch-bound: one CPU thread is faster than several,
-# whose synchronisation costs more than the tiny matmuls gain (measured: decode at batch 1 runs
-# 45 tok/s on one thread of this 2-core CPU, 26 on two; batch 16 runs 166 vs 210).
-SMALL_STEP_TOKENS = 8
 CPU_THREADS = torch.get_num_threads()  # read before any runner lowers it
 
 
@@ -53,7 +52,8 @@ class ModelRunner:
     """Runs the model for the scheduler: StepPlan in, sampled tokens out."""
 
     def __init__(self, model: Transformer, pool: BlockPool, max_threads: int = CPU_THREADS):
-        self.model, self.pool, self.max_threads = model, pool, max_threads
+        self.model, self.pool = model, pool
+        self.threads = ThreadChooser(max_threads) if model.device.type == "cpu" else None
         self._masks = None  # a MaskWorker, made for the first constrained row
 
     def execute(self, plan: StepPlan) -> StepOutput:
@@ -61,8 +61,11 @@ class ModelRunner:
         for batch in plan.batches:
             rows = [row for row in batch.rows if row.sampler is not None]
             masks = self._start_masks(rows)  # computed while the forward runs
-            self._set_threads(batch.tokens)
+            threads = self._set_threads(batch.tokens)
+            started = time.perf_counter()
             logits = forward_rows(self.model, self.pool, batch.rows, batch.shared_blocks)
+            if threads:
+                self.threads.record(batch.tokens, threads, time.perf_counter() - started)
             if rows:
                 output.sampled.update(self._emit(batch.rows, logits, self._bitmask(rows, masks, logits.shape[-1])))
         return output
@@ -116,12 +119,14 @@ class ModelRunner:
         want = max((s.params.logprobs or 0) for s in samplers)
         return [SampledToken(s["token"], s["logprob"], s["top"]) for s in top_logprobs(logits, next_ids, want)]
 
-    def _set_threads(self, tokens: int) -> None:
-        if self.model.device.type != "cpu":
-            return
-        wanted = 1 if tokens < SMALL_STEP_TOKENS else self.max_threads
+    def _set_threads(self, tokens: int) -> int | None:
+        """Set this step's CPU thread count (see threads.py); None off the CPU."""
+        if self.threads is None:
+            return None
+        wanted = self.threads.choose(tokens)
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
+        return wanted
 
 
 def _verified(logits: torch.Tensor, row: RowPlan) -> list[SampledToken]:
