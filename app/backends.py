@@ -11,6 +11,8 @@ from langchain_core.language_models import BaseChatModel
 
 from prompts.trace import RunInfo
 
+from .constraints import ConstraintCarrier, llama_cpp_grammar, openai_chat_class
+
 BACKENDS = ("engine", "llamacpp", "openai")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # where `reason serve` listens
 OPENAI_PARAMS = {"temperature", "top_p", "max_tokens", "seed", "frequency_penalty", "presence_penalty"}
@@ -63,10 +65,14 @@ def _serial_llama_cpp_class():
     from langchain_community.chat_models import ChatLlamaCpp
     from pydantic import PrivateAttr
 
-    class SerialChatLlamaCpp(ChatLlamaCpp):
-        """ChatLlamaCpp, one call at a time: a llama.cpp context crashes when threads share it."""
+    class SerialChatLlamaCpp(ConstraintCarrier, ChatLlamaCpp):
+        """ChatLlamaCpp, one call at a time: a llama.cpp context crashes when threads share it; it takes
+        GBNF and JSON-schema constraints as llama.cpp grammars."""
 
         _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)  # _generate streams via _stream
+
+        def _carry(self, constraint: dict) -> tuple[dict, str | None]:
+            return llama_cpp_grammar(constraint)
 
         def _generate(self, *args, **kwargs):
             with self._lock:
@@ -102,18 +108,17 @@ def _openai(choice: BackendChoice) -> tuple[BaseChatModel, RunInfo]:
     """Any OpenAI-compatible server (ours: `reason serve`) through LangChain's ChatOpenAI.
 
     `model_path` names the served model (default: the server's first); top_k, min_p and
-    repetition_penalty go as extra body fields, which our server and llama.cpp's accept.
+    repetition_penalty go as extra body fields, which our server and llama.cpp's accept; so do
+    strategies' output constraints, in the field the server follows (app/constraints.py).
     """
-    from langchain_openai import ChatOpenAI
-
     base_url = choice.base_url or DEFAULT_BASE_URL
     # ChatOpenAI refuses to start without a key; local servers without --api-key ignore it
     api_key = choice.api_key or os.environ.get("OPENAI_API_KEY") or "none"
     model_name = choice.model_path or _first_model(base_url, api_key)
     sampling = {"temperature": 0.0, "max_tokens": 512, **choice.sampling}
     extra = {k: v for k, v in sampling.items() if k not in OPENAI_PARAMS}
-    model = ChatOpenAI(base_url=base_url, api_key=api_key, model=model_name, extra_body=extra or None,
-                       **{k: v for k, v in sampling.items() if k in OPENAI_PARAMS})
+    model = openai_chat_class()(base_url=base_url, api_key=api_key, model=model_name, extra_body=extra or None,
+                                **{k: v for k, v in sampling.items() if k in OPENAI_PARAMS})
     return model, RunInfo(model_id=model_name, backend="openai", sampling=sampling)
 
 

@@ -1,6 +1,8 @@
 """Program-aided answering (Gao et al., 2022): the model writes solution(), the sandbox runs it.
 
-On an exception the model may see the error and fix the program once (counted in the trace).
+On an exception the model may see the error and fix the program once (counted in the trace). A
+template may hold each program to a grammar (its `program` constraint: indented lines ending in a
+`return` line); the sandbox still checks the syntax.
 Self-consistency samples k programs, runs each, and votes over the executed results; programs
 that crash are discarded.
 """
@@ -14,7 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from .cot import vote
-from .llm_call import call_model, sample_model
+from .llm_call import add_call, call_model, sample_model
 from .sandbox import SandboxResult, run_program
 from .template import PromptTemplate, Turns
 from .trace import RunInfo, Step, Trace
@@ -73,17 +75,21 @@ def run(question: str, model: BaseChatModel, template: PromptTemplate, info: Run
     `sandbox` runs the programs (default: prompts.sandbox.run_program)."""
     trace = info.new_trace(question, "pal", template, history)
     messages, prefix = template.render(question, history), template.assistant_prefix
+    constraint = template.constraint("program")  # the fix continues the same prefix, so it holds there too
     if self_consistency > 1:
-        steps = sample_model(model, messages, self_consistency, "program", stop=STOP, temperature=temperature)
+        steps = sample_model(model, messages, self_consistency, "program", stop=STOP, constraint=constraint,
+                             temperature=temperature)
         answers = []
         for step in steps:
-            trace.add(step)
+            add_call(trace, step)
             answers.append(_execute(trace, extract_program(prefix, step.output), timeout_s, sandbox)[0])
         return trace.finish(vote(trace, answers, steps))
-    program = extract_program(prefix, trace.add(call_model(model, messages, "program", stop=STOP)).output)
+    first = add_call(trace, call_model(model, messages, "program", stop=STOP, constraint=constraint))
+    program = extract_program(prefix, first.output)
     answer, error = _execute(trace, program, timeout_s, sandbox)
     if error and fix_errors:
-        retry = call_model(model, _fix_messages(messages, program, error, prefix), "fix program", stop=STOP)
+        retry = call_model(model, _fix_messages(messages, program, error, prefix), "fix program", stop=STOP,
+                           constraint=constraint)
         trace.counters["fix_attempts"] = 1
-        answer, error = _execute(trace, extract_program(prefix, trace.add(retry).output), timeout_s, sandbox)
+        answer, error = _execute(trace, extract_program(prefix, add_call(trace, retry).output), timeout_s, sandbox)
     return trace.finish(answer, error if answer is None and error else None)

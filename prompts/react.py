@@ -1,10 +1,11 @@
 """ReAct (Yao et al., 2022): numbered Thought / Action / Observation steps over a Wikipedia tool.
 
 Generation stops at "\nObservation"; the action (Search[entity], Lookup[keyword], Finish[answer])
-is parsed and run, and its observation, truncated to a budget, is appended. A step that does not
-parse is re-prompted and counted (bad_calls); an action repeated with the same argument is
-flagged. Without Finish after max_steps, CoT self-consistency can answer instead (the paper's
-ReAct -> CoT-SC setting).
+is parsed and run, and its observation, truncated to a budget, is appended. A template may hold
+each step to a grammar (its `step` constraint, numbered for the step), so that it always parses;
+a step that does not parse is re-prompted, free, and counted (bad_calls); an action repeated with
+the same argument is flagged. Without Finish after max_steps, CoT self-consistency can answer
+instead (the paper's ReAct -> CoT-SC setting).
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 
 from . import cot
-from .llm_call import call_model
-from .template import PromptTemplate, Turns
+from .llm_call import add_call, call_model
+from .template import PromptTemplate, Turns, load_shipped
 from .trace import RunInfo, Step, Trace
 
 ACTION = re.compile(r"Action\s*\d*\s*:\s*(Search|Lookup|Finish)\s*\[(.*?)\]", re.IGNORECASE | re.DOTALL)
+# an action that starts a line wins over one written inside the thought (a grammar-held step's
+# own action is always on its line, after a thought that may mention one)
+LINE_ACTION = re.compile(r"(?:^|\n)\s*" + ACTION.pattern, re.IGNORECASE | re.DOTALL)
 THOUGHT = re.compile(r"^\s*(.*?)\s*(?:\n|Action\s*\d*\s*:|$)", re.DOTALL)
 MAX_BAD_CALLS = 3
 
@@ -32,7 +36,7 @@ class Tool(Protocol):
 
 def parse_step(completion: str) -> tuple[str, str | None, str | None]:
     """(thought, action name, argument) from what follows "Thought i:"; no action -> (thought, None, None)."""
-    match = ACTION.search(completion)
+    match = LINE_ACTION.search(completion) or ACTION.search(completion)
     thought = THOUGHT.match(completion).group(1).strip()
     if not match:
         return thought, None, None
@@ -47,8 +51,10 @@ def _observe(tool: Tool, action: str, argument: str, budget: int) -> str:
 class _Episode:
     """The growing scratchpad and the counters of one ReAct run."""
 
-    def __init__(self, trace: Trace, tool: Tool, budget: int, step_tokens: int):
-        self.trace, self.tool, self.budget, self.step_tokens = trace, tool, budget, step_tokens
+    def __init__(self, trace: Trace, tool: Tool, extra: dict):
+        self.trace, self.tool = trace, tool
+        self.budget, self.step_tokens = int(extra.get("observation_budget", 600)), int(extra.get("step_max_tokens", 160))
+        self.fallback_name = extra.get("fallback_template")
         self.scratchpad, self.bad_calls, self.repeats = "", 0, 0
         self.seen: set[tuple[str, str]] = set()
 
@@ -68,10 +74,11 @@ class _Episode:
         self.scratchpad += f"Thought {i}: {thought}\nAction {i}: {action}[{argument}]\nObservation {i}: {observation}\n"
 
 
-def _next_step(model, messages, episode: _Episode, i: int, forced: str = "") -> tuple[str, str | None, str | None]:
+def _next_step(model, messages, episode: _Episode, i: int, forced: str = "",
+               constraint: dict | None = None) -> tuple[str, str | None, str | None]:
     prefix = episode.scratchpad + f"Thought {i}:" + forced
-    step = episode.trace.add(call_model(model, [*messages, AIMessage(prefix)], f"step {i}",
-                                        stop=[f"\nObservation {i}:", "\nObservation"], max_tokens=episode.step_tokens))
+    step = add_call(episode.trace, call_model(model, [*messages, AIMessage(prefix)], f"step {i}", constraint=constraint,
+                                              stop=[f"\nObservation {i}:", "\nObservation"], max_tokens=episode.step_tokens))
     thought, action, argument = parse_step(forced + step.output if forced else step.output)
     return thought, action, argument
 
@@ -80,13 +87,12 @@ def run(question: str, model: BaseChatModel, template: PromptTemplate, tool: Too
         max_steps: int = 7, fallback_template: PromptTemplate | None = None, fallback_k: int = 5,
         history: Turns = ()) -> Trace:
     """The ReAct loop after `history`; `fallback_template` (a CoT template) answers by self-consistency
-    when Finish never comes."""
+    when Finish never comes (the shipped one the ReAct template's `extra.fallback_template` names, if any)."""
     trace = info.new_trace(question, "react", template, history)
     messages = template.render(question, history)
-    extra = template.extra
-    episode = _Episode(trace, tool, int(extra.get("observation_budget", 600)), int(extra.get("step_max_tokens", 160)))
+    episode = _Episode(trace, tool, template.extra)
     for i in range(1, max_steps + 1):
-        thought, action, argument = _next_step(model, messages, episode, i)
+        thought, action, argument = _next_step(model, messages, episode, i, constraint=template.constraint("step", step=i))
         while action is None and episode.bad_calls < MAX_BAD_CALLS:
             episode.bad_calls += 1
             trace.add(Step(kind="parse_error", name=f"step {i}", input=trace.steps[-1].output,
@@ -108,6 +114,8 @@ def _finish(trace: Trace, episode: _Episode, answer: str | None) -> Trace:
 def _fallback(trace, episode, question, model, info, template, k, history) -> Trace:
     if template is None:
         return _finish(trace, episode, None)
+    own = episode.fallback_name  # the ReAct template's own choice (a free ReAct falls back to free CoT) wins
+    template = load_shipped(own) if own else template
     backup = cot.run(question, model, template, info, self_consistency=k, history=history)
     for step in backup.steps:
         step.meta["fallback"] = "cot-sc"

@@ -3,10 +3,12 @@
 A template has a name, a version, a system message, few-shot exemplars (user/assistant pairs),
 a user turn with a `{question}` slot and an optional assistant prefix the model continues from.
 A conversation's earlier turns go between the exemplars and the new question, each question in
-the user turn's wording, so a follow-up is read in its context.
+the user turn's wording, so a follow-up is read in its context. A template may constrain the
+output of each model call its strategy makes (`constraints:`, see `MODEL_CALLS`).
 """
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +18,11 @@ import yaml
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 REQUIRED_SLOTS = {"question"}
+# The model calls each strategy makes, by the name a template's `constraints:` gives them.
+MODEL_CALLS = {"direct": ("answer",), "cot": ("reasoning",), "pal": ("program",), "react": ("step",)}
+# What a backend can hold an output to: the engine's Constraint kinds (prompts/ cannot import engine/).
+CONSTRAINT_KINDS = ("json_schema", "regex", "choice", "lark", "gbnf")
+STEP_SLOT = "{step}"  # in a ReAct step's grammar: the number of the step being generated
 
 
 class TemplateError(ValueError):
@@ -36,6 +43,18 @@ class PromptTemplate:
     assistant_prefix: str = ""  # the model continues from here (e.g. "def solution():")
     description: str = ""
     extra: dict = field(default_factory=dict)  # strategy-specific settings (e.g. ReAct's stop words)
+    constraints: dict = field(default_factory=dict)  # model call -> {"kind", "spec"}: what its output must match
+
+    def constraint(self, call: str, step: int | None = None) -> dict | None:
+        """The output constraint of one model call as a neutral {"kind", "spec"} (None: free text);
+        `step` fills the grammar's {step} slot."""
+        found = self.constraints.get(call)
+        if found is None:
+            return None
+        spec = found["spec"]
+        if step is not None and isinstance(spec, str):
+            spec = spec.replace(STEP_SLOT, str(step))
+        return {"kind": found["kind"], "spec": spec}
 
     def render(self, question: str, history: Turns = ()) -> list[BaseMessage]:
         """Chat messages for a question after the conversation's earlier (question, answer) turns;
@@ -87,13 +106,47 @@ def parse_template(body: str, source: str = "template") -> PromptTemplate:
     return PromptTemplate(name=str(data["name"]), version=data["version"], strategy=str(data["strategy"]),
                           system=str(data.get("system", "")), user=user, examples=examples,
                           assistant_prefix=str(data.get("assistant_prefix", "")),
-                          description=str(data.get("description", "")), extra=dict(data.get("extra") or {}))
+                          description=str(data.get("description", "")), extra=dict(data.get("extra") or {}),
+                          constraints=_constraints(data.get("constraints"), str(data["strategy"]), source))
 
 
 def _is_example(example, source: str) -> bool:
     if not isinstance(example, dict) or "user" not in example or "assistant" not in example:
         raise TemplateError(f"{source}: every example needs 'user' and 'assistant'")
     return True
+
+
+def _constraints(value, strategy: str, source: str) -> dict:
+    """`constraints:` checked: each call the strategy makes -> {"kind", "spec"} (a JSON schema may be a mapping)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TemplateError(f"{source}: constraints must map a model call to {{kind, spec}}")
+    calls = MODEL_CALLS.get(strategy, ())
+    checked = {}
+    for call, constraint in value.items():
+        if call not in calls:
+            raise TemplateError(f"{source}: strategy '{strategy}' makes no model call '{call}'; "
+                                f"it can constrain: {', '.join(calls) or 'none'}")
+        checked[call] = _constraint(constraint, f"{source}: constraints.{call}")
+    return checked
+
+
+def _constraint(value, where: str) -> dict:
+    if not isinstance(value, dict) or set(value) != {"kind", "spec"}:
+        raise TemplateError(f"{where} needs exactly 'kind' and 'spec'")
+    kind, spec = value["kind"], value["spec"]
+    if kind not in CONSTRAINT_KINDS:
+        raise TemplateError(f"{where}: kind '{kind}' is not one of {', '.join(CONSTRAINT_KINDS)}")
+    if kind == "json_schema" and isinstance(spec, dict):
+        spec = json.dumps(spec)
+    if kind == "choice":
+        if not isinstance(spec, list) or not spec or not all(isinstance(c, str) for c in spec):
+            raise TemplateError(f"{where}: a choice needs a non-empty list of strings")
+        return {"kind": kind, "spec": list(spec)}
+    if not isinstance(spec, str) or not spec.strip():
+        raise TemplateError(f"{where}: the spec must be non-empty text")
+    return {"kind": kind, "spec": spec}
 
 
 def shipped_template_names() -> list[str]:

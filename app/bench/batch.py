@@ -5,6 +5,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from prompts.scoring import score
+from prompts.template import load_shipped
 
 from ..backends import BackendChoice, chat_model
 from ..runner import run_question
@@ -31,5 +32,6 @@ def bench_batch(backends=("engine", "llamacpp"), n_questions: int = 64, concurre
 
 
 def _run_cot(model, info, questions: list[str], concurrency: int) -> list:
+    template = load_shipped("cot_free")  # llama.cpp takes no Lark grammar: both sides decode the same free text
     with ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(lambda question: run_question("cot", question, model, info), questions))
+        return list(pool.map(lambda question: run_question("cot", question, model, info, template), questions))

@@ -75,9 +75,10 @@ class _EngineChatModel(BaseChatModel):
         return template.render(shown, add_generation_prompt=True, tools=tools) + prefix
 
     def sampling_params(self, stop: list[str] | None = None, **overrides) -> SamplingParams:
-        """Fields overridden per call; bound `tools`/`tool_choice` or `constraint` make the output constraint."""
+        """Fields overridden per call; bound `tools`/`tool_choice` or `constraint` (a Constraint or {"kind", "spec"})
+        make the output constraint."""
         values = {f: overrides.get(f, getattr(self, f)) for f in (*SAMPLING_FIELDS, "logprobs")}
-        plan, constraint = _plan(overrides), overrides.get("constraint")
+        plan, constraint = _plan(overrides), _constraint(overrides.get("constraint"))
         if plan and constraint:
             raise ValueError("bound tools and a structured-output schema are two output constraints; use one")
         return SamplingParams(**values, stop=list(stop or []), constraint=plan.constraint() if plan else constraint)
@@ -233,6 +234,14 @@ def _chunk(reasoning: str, answer: str, calls: ToolCallStream | None = None, fin
                "index": d["index"]} for d in deltas]
     return AIMessageChunk(answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
                           tool_call_chunks=chunks)
+
+
+def _constraint(value: Constraint | dict | None) -> Constraint | None:
+    """A Constraint, also from the neutral {"kind", "spec"} that strategies send (prompts/ cannot import engine/)."""
+    if value is None or isinstance(value, Constraint):
+        return value
+    spec = value["spec"]
+    return Constraint(value["kind"], tuple(spec) if isinstance(spec, list) else spec)
 
 
 def _plan(kwargs: dict) -> ToolPlan | None:

@@ -14,6 +14,7 @@ class ScriptedChatModel(BaseChatModel):
 
     replies: list[Any] = Field(default_factory=list)  # str, or (str, cumulative_logprob)
     calls: list[dict] = Field(default_factory=list)
+    drops_constraints: str | None = None  # when set: a call's constraint is reported dropped, for this reason
 
     def enqueue(self, *replies) -> ScriptedChatModel:
         self.replies.extend(replies)
@@ -35,4 +36,6 @@ class ScriptedChatModel(BaseChatModel):
         message = AIMessage(text, usage_metadata={"input_tokens": prompt_tokens, "output_tokens": len(text.split()),
                                                   "total_tokens": prompt_tokens + len(text.split())},
                             response_metadata={"cumulative_logprob": logprob})
+        if self.drops_constraints and kwargs.get("constraint"):
+            message.response_metadata["constraint_dropped"] = self.drops_constraints
         return ChatResult(generations=[ChatGeneration(message=message)])

@@ -100,7 +100,7 @@ def test_react_runs_the_loop_until_finish():
 def test_react_reprompts_unparseable_steps_and_counts_them():
     model = ScriptedChatModel().enqueue(" I will think about it at length without acting.",
                                         " Finish[maybe]")
-    trace = react.run("?", model, load_shipped("react"), FakeWiki({}), INFO)
+    trace = react.run("?", model, load_shipped("react_free"), FakeWiki({}), INFO)
     assert trace.answer == "maybe" and trace.counters["bad_calls"] == 1
     assert [s.kind for s in trace.steps] == ["llm", "parse_error", "llm"]
     assert model.calls[1]["messages"][-1].content.endswith("Action 1:")
@@ -108,7 +108,7 @@ def test_react_reprompts_unparseable_steps_and_counts_them():
 
 def test_react_gives_up_after_repeated_bad_calls():
     model = ScriptedChatModel().enqueue(*["rambling"] * 4)
-    trace = react.run("?", model, load_shipped("react"), FakeWiki({}), INFO)
+    trace = react.run("?", model, load_shipped("react_free"), FakeWiki({}), INFO)
     assert trace.status == "no_answer" and trace.counters["bad_calls"] == 3
 
 
