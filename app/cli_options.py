@@ -34,6 +34,8 @@ KNOB_FLAGS = {
     "presence_penalty": (click.FloatRange(-2, 2), None),
     "seed": (click.IntRange(min=0), None),
     "max_tokens": (click.IntRange(min=1), "Per model call (default 512)."),
+    "draft_tokens": (click.IntRange(0, 16), "Speculative decoding: prompt-lookup draft tokens per step (engine; 0 = off)."),
+    "deterministic": (click.BOOL, "Batch-invariant decoding: the same tokens alone or in any batch (engine)."),
 }
 
 
@@ -41,5 +43,9 @@ def sampling_options(fn):
     """A flag per sampling knob (--temperature, --top-p, …), each None unless given."""
     for name in reversed(sampling_knobs()):
         kind, help_text = KNOB_FLAGS.get(name, (click.FLOAT, None))
-        fn = click.option(f"--{name.replace('_', '-')}", name, type=kind, default=None, help=help_text)(fn)
+        flag = f"--{name.replace('_', '-')}"
+        if kind is click.BOOL:  # a switch: None unless given
+            fn = click.option(flag, name, is_flag=True, flag_value=True, default=None, help=help_text)(fn)
+        else:
+            fn = click.option(flag, name, type=kind, default=None, help=help_text)(fn)
     return fn

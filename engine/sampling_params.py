@@ -48,8 +48,10 @@ class SamplingParams:
     num_beams: int = 1
     length_penalty: float = 1.0
     constraint: Constraint | None = None  # grammar-constrained output (engine/grammar.py)
-    draft_tokens: int = 0  # speculative decoding: up to this many prompt-lookup draft tokens a step (speculative.py)
-    deterministic: bool = False  # batch-invariant: the same tokens alone or in any batch (paged_attention.py)
+    # speculative decoding: up to this many prompt-lookup draft tokens a step (speculative.py)
+    draft_tokens: int = field(default=0, metadata=KNOB)
+    # batch-invariant: the same tokens alone or in any batch (paged_attention.py)
+    deterministic: bool = field(default=False, metadata=KNOB)
     max_reasoning_tokens: int | None = None  # reasoning models: close the thinking block after this many tokens
 
     def validate(self, vocab_size: int | None = None) -> SamplingParams:

@@ -71,7 +71,11 @@ def _sampling_controls() -> list:
                 gr.Number(256, precision=0, minimum=1, label="Max tokens per call", elem_id="chat-max-tokens"),
                 gr.Number(None, precision=0, minimum=0, label="Seed (empty = none)"),
                 gr.Slider(1, 10, value=1, step=1, label="Self-consistency k (cot, pal)", elem_id="chat-k"),
-                gr.Slider(1, 10, value=7, step=1, label="ReAct max steps", elem_id="chat-max-steps")]
+                gr.Slider(1, 10, value=7, step=1, label="ReAct max steps", elem_id="chat-max-steps"),
+                gr.Slider(0, 8, value=0, step=1, label="Draft tokens (speculative decoding; 0 = off)",
+                          elem_id="chat-draft"),
+                gr.Checkbox(False, label="Deterministic (the same tokens alone or in any batch)",
+                            elem_id="chat-deterministic")]
 
 
 def build(state: AppState) -> tuple[gr.Dropdown, gr.Dropdown]:

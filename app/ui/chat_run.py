@@ -129,7 +129,8 @@ def _finished(state: AppState, question: str, history: list, turns: list, outcom
 
 def submit(state: AppState, runs: dict, session: str, question: str, history: list, turns: list, strategy: str,
            template: str, temperature: float, top_p: float, top_k: float, min_p: float, repetition_penalty: float,
-           max_tokens: float, seed: float | None, k: float, max_steps: float):
+           max_tokens: float, seed: float | None, k: float, max_steps: float, draft_tokens: float = 0,
+           deterministic: bool = False):
     """Generator: the answer streams into the conversation and the trace unfolds; then the stored run.
 
     Yields (conversation, trace, status, question box, turns, Ask, Stop).
@@ -140,7 +141,8 @@ def submit(state: AppState, runs: dict, session: str, question: str, history: li
         yield history, gr.update(), refusal, gr.update(), turns, gr.update(), gr.update()
         return
     sampling = sampling_from({"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
-                              "repetition_penalty": repetition_penalty, "max_tokens": max_tokens, "seed": seed})
+                              "repetition_penalty": repetition_penalty, "max_tokens": max_tokens, "seed": seed,
+                              "draft_tokens": draft_tokens or None, "deterministic": deterministic or None})
     options = StrategyOptions(self_consistency=int(k or 1), max_steps=int(max_steps or 7))
     spec = None if template in (None, "", DEFAULT) else template
     history.append({"role": "user", "content": question})
