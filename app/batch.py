@@ -1,8 +1,9 @@
-"""Batch question answering: every question × strategy run, stored, scored and written to OUT.jsonl.
+"""Batch question answering: every question × configuration run, stored, scored and written to OUT.jsonl.
 
-Runs go to the trace store as they start and finish, so an interrupted batch loses nothing and
-`--resume` runs only the questions whose runs did not finish. Questions run concurrently
-(bounded), so a batching backend sees them together.
+A configuration (app/experiments.py) is a strategy with its template version, model and sampling
+settings; a plain batch has one per strategy. Runs go to the trace store as they start and finish, so an
+interrupted batch loses nothing and `--resume` runs only what did not finish (and what failed because a
+server was unreachable). Questions run concurrently (bounded), so a batching backend sees them together.
 """
 from __future__ import annotations
 
@@ -18,14 +19,21 @@ from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
+from prompts.template import PromptTemplate
 from prompts.trace import RunInfo
 
 from .batch_input import BatchInput, Question
+from .errors import user_errors
+from .experiments import Configuration, strategy_configs
+from .experiments_stats import batch_results, config_names
+from .fanout import TRANSIENT_ERROR_NAMES
 from .runner import StrategyOptions, record_run
 from .store import Store
 from .store.database import valid_text
 
 log = logging.getLogger(__name__)
+
+Models = Callable[[Configuration], tuple[BaseChatModel, RunInfo]]
 
 
 @dataclass
@@ -37,11 +45,27 @@ class BatchJob:
     limit: int | None = None
     resume_id: str | None = None
     options: StrategyOptions = field(default_factory=StrategyOptions)
-    templates: dict = field(default_factory=dict)  # strategy -> PromptTemplate (default: the shipped one)
+    templates: dict = field(default_factory=dict)  # configuration name (a plain strategy's: itself) -> PromptTemplate
+    configs: list[Configuration] = field(default_factory=list)  # empty: one per strategy, with `options`
+
+    def __post_init__(self):
+        self.configs = self.configs or strategy_configs(self.strategies, self.options)
+        self.strategies = list(dict.fromkeys(c.strategy for c in self.configs))
 
     @property
     def questions(self) -> list[Question]:
         return self.source.questions[: self.limit] if self.limit else self.source.questions
+
+
+@dataclass
+class Arm:
+    """A configuration ready to run: its model, template and options."""
+
+    config: Configuration
+    model: BaseChatModel
+    info: RunInfo
+    template: PromptTemplate | None
+    options: StrategyOptions
 
 
 @dataclass
@@ -70,50 +94,82 @@ class Progress:
 
 
 def start_or_resume(job: BatchJob, store: Store, settings: dict) -> str:
-    """The batch id: a new batch, or the one being resumed (whose input must be the same file)."""
+    """The batch id: a new batch, or the one being resumed (same input file, same configurations)."""
     if job.resume_id is None:
+        settings = {**settings, "configurations": [c.to_dict() for c in job.configs]}
         return store.create_batch(job.source.path.name, job.source.sha256, job.strategies, settings,
-                                  len(job.questions) * len(job.strategies))
+                                  len(job.questions) * len(job.configs))
     batch = store.get_batch(job.resume_id)
     if batch is None:
-        raise ValueError(f"no batch with id {job.resume_id}; see `reason runs --batch` or the Batch page")
+        raise ValueError(f"no batch with id {job.resume_id}; see `reason batches` or the Batch page")
     if batch["input_hash"] != job.source.sha256:
         raise ValueError(f"batch {job.resume_id} was run on a different input file; resume it with the same file")
+    if set(config_names(batch)) != {c.name for c in job.configs}:
+        raise ValueError(f"batch {job.resume_id} runs {', '.join(config_names(batch))}, not "
+                         f"{', '.join(c.name for c in job.configs)}; resume it with the same configurations")
     store.resume_batch(job.resume_id)
     return job.resume_id
 
 
 def pending_work(job: BatchJob, store: Store, batch_id: str) -> list[tuple[str, Question, str | None]]:
-    """(strategy, question, run id left `running` by a crash) for every question without a finished run."""
-    work = []
-    for strategy in job.strategies:
-        finished = store.finished_question_ids(batch_id, strategy)
-        stale = store.unfinished_runs(batch_id, strategy)
-        work += [(strategy, q, stale.get(q.id)) for q in job.questions if q.id not in finished]
-    return work
+    """(configuration name, question, run id to complete) for every question without a finished run, question by
+    question so that an interrupted experiment has its configurations on the same questions.
+
+    The run id is that of a run a crash left `running`, or one that failed only because a server was unreachable."""
+    finished, stale = {}, {}
+    for config in job.configs:
+        finished[config.name] = store.finished_question_ids(batch_id, config.name, TRANSIENT_ERROR_NAMES)
+        stale[config.name] = store.unfinished_runs(batch_id, config.name, TRANSIENT_ERROR_NAMES)
+    return [(c.name, q, stale[c.name].get(q.id)) for q in job.questions for c in job.configs
+            if q.id not in finished[c.name]]
 
 
-def answer_one(store: Store, batch_id: str, strategy: str, question: Question, run_id: str | None,
-               model: BaseChatModel, info: RunInfo, job: BatchJob, wiki_tool) -> dict:
-    """Run, score and store one question (completing a run a crash left `running`); returns its OUT record."""
-    run_id, trace, correct = record_run(store, question.question, strategy, model, info, job.templates.get(strategy),
-                                        job.options, wiki_tool, expected=question.answer, batch_id=batch_id,
-                                        question_id=question.id, run_id=run_id)
+def arms(job: BatchJob, model: BaseChatModel | None, info: RunInfo, models: Models | None = None) -> dict[str, Arm]:
+    """Each configuration with its model: `models(config)` when given, else the one `model` for all."""
+    out = {}
+    for config in job.configs:
+        config_model, config_info = models(config) if models else (model, info)
+        out[config.name] = Arm(config, config_model, config_info, job.templates.get(config.name),
+                               config.options(job.options))
+    return out
+
+
+class _InConfig:
+    """The store as record_run sees it for one configuration: runs it starts carry the configuration's name."""
+
+    def __init__(self, store: Store, config: str):
+        self._store, self._config = store, config
+
+    def start_run(self, question: str, strategy: str, **fields) -> str:
+        return self._store.start_config_run(self._config, question, strategy, **fields)
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+def answer_one(store: Store, batch_id: str, arm: Arm, question: Question, run_id: str | None, wiki_tool) -> dict:
+    """Run, score and store one question (completing a run left unfinished); returns its OUT record."""
+    config = arm.config
+    run_id, trace, correct = record_run(_InConfig(store, config.name), question.question, config.strategy, arm.model,
+                                        arm.info, arm.template, arm.options, wiki_tool, expected=question.answer,
+                                        batch_id=batch_id, question_id=question.id, run_id=run_id)
     return {"id": question.id, "question": question.question, "expected": question.answer, "predicted": trace.answer,
-            "correct": correct, "status": trace.status, "error": trace.error, "strategy": strategy,
-            "tokens": trace.prompt_tokens + trace.completion_tokens, "duration_ms": round(trace.duration_ms, 1),
-            "run_id": run_id}
+            "correct": correct, "status": trace.status, "error": trace.error, "strategy": config.strategy,
+            "config": config.name, "tokens": trace.prompt_tokens + trace.completion_tokens,
+            "duration_ms": round(trace.duration_ms, 1), "run_id": run_id}
 
 
-def run_batch(job: BatchJob, store: Store, batch_id: str, model: BaseChatModel, info: RunInfo,
+def run_batch(job: BatchJob, store: Store, batch_id: str, model: BaseChatModel | None = None, info: RunInfo = RunInfo(),
               wiki_tool: Callable | None = None, on_record: Callable[[dict], None] | None = None,
-              stop: threading.Event | None = None) -> str:
+              stop: threading.Event | None = None, models: Models | None = None) -> str:
     """Run the pending work; returns the batch's final status (`finished` or `interrupted`).
 
-    A question's failure the user caused is its run's error; a bug stops the batch (left `interrupted`,
-    every started run stored) and is raised.
+    Every configuration talks to `model`, or to its own from `models`. A question's failure the user caused
+    is its run's error; a bug stops the batch (left `interrupted`, every started run stored) and is raised.
     """
     stop = stop or threading.Event()
+    user_errors()  # imported here, once: a first import racing in the workers hands others half-built modules (httpx)
+    ready = arms(job, model, info, models)
     work = iter(pending_work(job, store, batch_id))
     status = "interrupted"
     with job.out_path.open("a", encoding="utf-8") as out, ThreadPoolExecutor(job.concurrency) as pool:
@@ -121,7 +177,8 @@ def run_batch(job: BatchJob, store: Store, batch_id: str, model: BaseChatModel, 
         try:
             while True:
                 while len(running) < job.concurrency and not stop.is_set() and (item := next(work, None)):
-                    running.add(pool.submit(answer_one, store, batch_id, *item, model, info, job, wiki_tool))
+                    name, question, run_id = item
+                    running.add(pool.submit(answer_one, store, batch_id, ready[name], question, run_id, wiki_tool))
                 if not running:
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
@@ -156,11 +213,11 @@ def _write(futures: set[Future], out, on_record: Callable[[dict], None] | None =
 
 
 def summary(store: Store, batch_id: str) -> list[dict]:
-    """Per strategy: accuracy, answered rate, mean tokens and latency, errors by kind."""
-    rows = store.accuracy_by_strategy(batch_id)
+    """Per configuration: ConfigResult's fields (accuracy and its interval, rates, tokens, latency), errors by kind."""
     errors = Counter()
     for run in store.search_runs(batch_id=batch_id, status="error", limit=100_000):
-        errors[(run["strategy"], (run.get("error") or "error").split(":", 1)[0])] += 1
+        errors[(run.get("config") or run["strategy"], (run.get("error") or "error").split(":", 1)[0])] += 1
+    rows = [r.to_dict() for r in batch_results(store, batch_id)]
     for row in rows:
-        row["errors_by_kind"] = {kind: n for (strategy, kind), n in errors.items() if strategy == row["strategy"]}
+        row["errors_by_kind"] = {kind: n for (config, kind), n in errors.items() if config == row["config"]}
     return rows

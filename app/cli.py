@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
 import click
 
 from .bench.cli import bench
+from .cli_experiments import batch, batches, compare, sc_replay
 from .cli_options import (
     API_KEY_OPTION,
     BACKEND_OPTION,
@@ -115,64 +115,6 @@ def ask(ctx, question, strategy, template_name, self_consistency, wiki, model_pa
         ctx.exit(1)
 
 
-@cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option("--strategy", "strategies", multiple=True, type=click.Choice(STRATEGIES),
-              required=True, help="Repeatable: each question runs with each strategy.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Results, one JSON line per run.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
-@click.option("--resume", "resume_id", default=None, help="Continue an interrupted batch: only unfinished questions run.")
-@click.option("--self-consistency", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--wiki", type=click.Choice(["auto", "offline", "live"]), default="auto", show_default=True)
-@MODEL_OPTION
-@BACKEND_OPTION
-@BASE_URL_OPTION
-@API_KEY_OPTION
-@DEVICE_OPTION
-@DTYPE_OPTION
-@sampling_options
-@click.pass_context
-def batch(ctx, input_path, strategies, out_path, concurrency, limit, resume_id, self_consistency, wiki, model_path,
-          backend, base_url, api_key, device, dtype, **sampling):
-    """Answer every question of INPUT (JSONL or CSV: question, optional answer and id) with each strategy."""
-    from .batch import BatchJob, start_or_resume, summary
-    from .batch_input import read_batch_input
-    from .errors import user_errors
-    from .runner import DEFAULT_TEMPLATES, StrategyOptions
-    from .store import Store
-    from .templates import load_template
-
-    settings: Settings = ctx.obj.with_overrides(model_path=model_path, device=device, dtype=dtype, base_url=base_url,
-                                                api_key=api_key)
-    try:
-        source = read_batch_input(input_path)
-        for problem in source.problems:
-            click.echo(f"skipped {problem}", err=True)
-        if not source.questions:
-            raise click.ClickException(f"{input_path} has no usable question")
-        job = BatchJob(source, list(dict.fromkeys(strategies)), Path(out_path), concurrency, limit, resume_id,
-                       StrategyOptions(self_consistency=self_consistency))
-        store = Store.open(settings)
-        job.templates = {s: load_template(store, DEFAULT_TEMPLATES[s]) for s in job.strategies}
-        batch_id = start_or_resume(job, store, {"sampling": sampling, "self_consistency": self_consistency,
-                                                "model": settings.model_path, "backend": backend,
-                                                "base_url": settings.base_url if backend == "openai" else None,
-                                                "concurrency": concurrency})
-        model, info, wiki_tool = _model_and_tools(settings, backend, sampling, "react" in job.strategies, wiki)
-    except user_errors() as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"batch {batch_id}: {len(job.strategies)} strateg{'y' if len(job.strategies) == 1 else 'ies'}, "
-               f"{len(job.questions)} questions", err=True)
-    try:
-        _run_with_progress(job, store, batch_id, model, info, wiki_tool)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; finished runs are stored. Resume with: reason batch {input_path} "
-                   f"{' '.join('--strategy ' + s for s in job.strategies)} --out {out_path} --resume {batch_id}", err=True)
-        ctx.exit(130)
-    _print_summary(summary(store, batch_id))
-
-
 def _model_and_tools(settings, backend, sampling, needs_wiki, wiki_mode):
     from .backends import BackendChoice, chat_model
     from .tools import wiki_problem, wiki_tool_factory
@@ -184,32 +126,6 @@ def _model_and_tools(settings, backend, sampling, needs_wiki, wiki_mode):
                            api_key=settings.api_key, engine_options=settings.engine_options())
     model, info = chat_model(choice)
     return model, info, wiki_tool_factory(settings, wiki_mode) if needs_wiki else None
-
-
-def _run_with_progress(job, store, batch_id, model, info, wiki_tool):
-    from tqdm import tqdm
-
-    from .batch import Progress, pending_work, run_batch
-
-    todo = len(pending_work(job, store, batch_id))
-    progress = Progress(todo)
-    with tqdm(total=todo, unit="q", dynamic_ncols=True) as bar:
-        def on_record(record):
-            progress.add(record)
-            accuracy = "–" if progress.accuracy is None else f"{progress.accuracy:.0%}"
-            bar.set_postfix_str(f"acc {accuracy}, {progress.tokens_per_s:.0f} tok/s")
-            bar.update(1)
-        run_batch(job, store, batch_id, model, info, wiki_tool, on_record)
-
-
-def _print_summary(rows: list[dict]) -> None:
-    click.echo(f"{'strategy':<10} {'accuracy':>9} {'answered':>9} {'tokens':>8} {'latency':>9}  errors")
-    for r in rows:
-        errors = ", ".join(f"{k} ×{n}" for k, n in r["errors_by_kind"].items()) or "none"
-        accuracy = "–" if r["accuracy"] is None else f"{r['accuracy']:.1%}"
-        answered = r["answered"] / r["total"] if r["total"] else 0
-        click.echo(f"{r['strategy']:<10} {accuracy:>9} {answered:>9.0%} {r['mean_tokens']:>8.0f} "
-                   f"{r['mean_duration_ms'] / 1000:>8.1f}s  {errors}")
 
 
 @cli.command("model-info")
@@ -309,7 +225,7 @@ def serve(ctx, host, port, api_key, model_path, device, dtype):
         engine.close()
 
 
-for command in (runs, templates, wiki, bench, perplexity):
+for command in (runs, templates, wiki, bench, perplexity, batch, compare, batches, sc_replay):
     cli.add_command(command)
 
 

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from langchain_core.language_models import BaseChatModel
 
-from prompts import cot, direct, pal, react
+from prompts import cot, cot_adaptive, direct, pal, react
 from prompts.scoring import score
 from prompts.template import PromptTemplate, TemplateError, Turns, load_shipped
 from prompts.trace import RunInfo, Trace
+from prompts.voting import VotePlan
 
 from .errors import RunStopped, user_errors
 
@@ -37,6 +38,15 @@ class StrategyOptions:
     fix_errors: bool = True  # PAL
     timeout_s: float = 5.0  # PAL sandbox
     sandbox: Callable | None = None  # PAL: runs each program (None: the sandbox); a fork replays recorded runs
+    sc_stop: str | None = None  # CoT: stop sampling once the vote is decided (prompts.voting.STOP_RULES)
+    sc_round: int = 2  # CoT adaptive self-consistency: paths per round
+    sc_weighted: bool = False  # CoT: votes weighted by each path's probability
+
+    def vote_plan(self) -> VotePlan | None:
+        """The adaptive or weighted CoT vote these options ask for; None for plain self-consistency."""
+        if self.self_consistency <= 1 or not (self.sc_stop or self.sc_weighted):
+            return None
+        return VotePlan(self.self_consistency, self.sc_round, self.sc_stop, self.sc_weighted)
 
 
 DEFAULT_OPTIONS = StrategyOptions()
@@ -108,6 +118,8 @@ def _run(strategy, question, model, info, template, options, wiki_tool, history)
     k, temperature = options.self_consistency, options.sc_temperature
     if strategy == "direct":
         return direct.run(question, model, template, info, history=history)
+    if strategy == "cot" and (plan := options.vote_plan()):
+        return cot_adaptive.run(question, model, template, plan, info, temperature=temperature, history=history)
     if strategy == "cot":
         return cot.run(question, model, template, info, self_consistency=k, temperature=temperature, history=history)
     if strategy == "pal":

@@ -70,3 +70,9 @@ def vote_mass(answers: list[str | None], logprobs: list[float]) -> dict[str, flo
     """Each voted answer's summed log-probability (what breaks a tie), keyed as majority_vote's counts."""
     spelling, _, mass = _tally(answers, logprobs)
     return {spelling[k]: round(m, 4) for k, m in mass.items()}
+
+
+def vote_totals(answers: list[str | None], weights: list[float]) -> dict[str, float]:
+    """Each voted answer's summed weight (1 per path: its count), keyed as majority_vote's counts."""
+    spelling, _, mass = _tally(answers, weights)
+    return {spelling[k]: m for k, m in mass.items()}

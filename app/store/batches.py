@@ -1,4 +1,5 @@
-"""Batches: one row per `reason batch`, its counts recomputed from its runs; per-strategy accuracy; resume queries."""
+"""Batches: one row per `reason batch`, its counts recomputed from its runs; per-strategy and per-configuration
+results; resume queries."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -8,8 +9,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from .database import Database, retry_when_locked
-from .models import BATCH_STATUSES, Batch, Run, now, plain, to_json
-from .runs import new_id
+from .models import BATCH_STATUSES, Batch, Run, Step, now, plain, to_json
+from .runs import RUN_SEQ, new_id
 
 
 class BatchStore(Database):
@@ -66,19 +67,56 @@ class BatchStore(Database):
         with self._read() as session:
             return [plain(batch) for batch in session.exec(query).all()]
 
-    def finished_question_ids(self, batch_id: str, strategy: str) -> set[str]:
-        """Question ids whose run for `strategy` in this batch has ended (any status but running)."""
-        query = select(Run.question_id).where(Run.batch_id == batch_id, Run.strategy == strategy,
-                                              Run.status != "running", col(Run.question_id).is_not(None))
+    def finished_question_ids(self, batch_id: str, config: str, retry_errors: tuple[str, ...] = ()) -> set[str]:
+        """Question ids whose run for this configuration (a strategy's own key is its name) has ended, less the
+        error runs whose error names one of `retry_errors` (e.g. an unreachable server), which a resume runs again."""
+        query = select(Run.question_id).where(*_in_config(batch_id, config), Run.status != "running",
+                                              sa.not_(_failed_with(retry_errors)))
         with self._read() as session:
             return set(session.exec(query).all())
 
-    def unfinished_runs(self, batch_id: str, strategy: str) -> dict[str, str]:
-        """question_id -> run id of runs still `running` in this batch, so a resume can finish them."""
-        query = select(Run.question_id, Run.id).where(Run.batch_id == batch_id, Run.strategy == strategy,
-                                                      Run.status == "running", col(Run.question_id).is_not(None))
+    def unfinished_runs(self, batch_id: str, config: str, retry_errors: tuple[str, ...] = ()) -> dict[str, str]:
+        """question_id -> run id of runs still `running` in this configuration (or failed with one of
+        `retry_errors`), so a resume can complete those same runs."""
+        query = select(Run.question_id, Run.id).where(*_in_config(batch_id, config),
+                                                      (Run.status == "running") | _failed_with(retry_errors))
         with self._read() as session:
             return {question_id: run_id for question_id, run_id in session.exec(query).all()}
+
+    @retry_when_locked
+    def start_config_run(self, config: str, question: str, strategy: str, *, sampling: dict | None = None,
+                         **fields) -> str:
+        """start_run for a batch question, its configuration's key written in the same transaction."""
+        run = Run(id=new_id(), created_at=now(), strategy=strategy, question=question, config=config,
+                  sampling_json=to_json(sampling), **fields)
+        with self._write() as session:
+            session.add(run)
+        return run.id
+
+    def config_metrics(self, batch_id: str) -> list[dict]:
+        """Per configuration over the batch's ended runs: counts of scored, correct, answered, error, parse-error and
+        tool-error runs, and summed tokens and time."""
+        key = _config_key()
+        failing_steps = lambda condition: col(Run.id).in_(select(Step.run_id).where(condition))  # noqa: E731
+        query = (select(key, func.min(Run.strategy), func.count(), _count_if(col(Run.correct).is_not(None)),
+                        _count_if(col(Run.correct).is_(True)), _count_if(Run.status == "ok"),
+                        _count_if(Run.status == "error"), _count_if(failing_steps(Step.kind == "parse_error")),
+                        _count_if(failing_steps((Step.kind == "tool") & col(Step.error).is_not(None))),
+                        func.sum(Run.prompt_tokens + Run.completion_tokens), func.sum(Run.duration_ms))
+                 .where(Run.batch_id == batch_id, Run.status != "running").group_by(key))
+        names = ("config", "strategy", "total", "scored", "correct", "answered", "errors", "parse_errors",
+                 "tool_errors", "tokens", "duration_ms")
+        with self._read() as session:
+            return [dict(zip(names, row)) for row in session.exec(query).all()]
+
+    def config_runs(self, batch_id: str, config: str) -> dict[str, dict]:
+        """question_id -> its ended run in this configuration (id, question, expected, answer, status, correct, tokens)."""
+        query = select(Run).where(*_in_config(batch_id, config), Run.status != "running").order_by(RUN_SEQ)
+        with self._read() as session:
+            return {run.question_id: {"run_id": run.id, "question": run.question, "expected": run.expected,
+                                      "answer": run.answer, "status": run.status, "correct": run.correct,
+                                      "tokens": run.prompt_tokens + run.completion_tokens}
+                    for run in session.exec(query).all()}
 
     def accuracy_by_strategy(self, batch_id: str) -> list[dict]:
         """Per strategy over the batch's ended runs: totals, accuracy (correct / total), mean tokens and time."""
@@ -108,6 +146,22 @@ def _recount(session: Session, batch: Batch) -> None:
     batch.done = session.exec(count).one()
     batch.correct = session.exec(count.where(col(Run.correct).is_(True))).one()
     batch.errors = session.exec(count.where(Run.status == "error")).one()
+
+
+def _config_key() -> sa.ColumnElement:
+    """A run's configuration key: its own, or (a batch from before experiments) its strategy."""
+    return func.coalesce(Run.config, Run.strategy)
+
+
+def _in_config(batch_id: str, config: str) -> tuple:
+    return Run.batch_id == batch_id, _config_key() == config, col(Run.question_id).is_not(None)
+
+
+def _failed_with(error_names: tuple[str, ...]) -> sa.ColumnElement:
+    """SQL: the run ended `error` with an exception of one of these names (stored as "Name: message")."""
+    if not error_names:
+        return sa.false()
+    return (Run.status == "error") & sa.or_(*(col(Run.error).startswith(f"{name}:") for name in error_names))
 
 
 def _count_if(condition) -> sa.ColumnElement:

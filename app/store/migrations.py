@@ -173,6 +173,17 @@ def m004_template_default(conn: sa.Connection) -> None:
     ))
 
 
+def m005_run_config(conn: sa.Connection) -> None:
+    """The configuration a batch run belongs to (strategy, template, model, sampling…), by its key in the batch.
+
+    NULL for runs made before experiments: a batch run is then keyed by its strategy.
+    """
+    _execute(conn, (
+        "ALTER TABLE run ADD COLUMN config TEXT",
+        "CREATE INDEX ix_run_batch_config ON run (batch_id, config, question_id)",
+    ))
+
+
 def m006_run_lineage(conn: sa.Connection) -> None:
     """Where a run came from: the run it forks or replays, the step it forked at, and how it was made.
 
@@ -193,6 +204,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [(fn.__name__.removeprefix("m"), fn) f
     m002_run_fts,
     m003_run_status_stopped,
     m004_template_default,
+    m005_run_config,
     m006_run_lineage,
 )]
 

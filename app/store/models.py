@@ -27,7 +27,8 @@ class Run(SQLModel, table=True):
                       sa.Index("ix_run_batch", "batch_id", "strategy", "question_id"),
                       sa.Index("ix_run_template", "template_name", "template_version"),
                       sa.Index("ix_run_parent", "parent_run_id"),
-                      sa.Index("ix_run_strategy_status", "strategy", "status"))
+                      sa.Index("ix_run_strategy_status", "strategy", "status"),
+                      sa.Index("ix_run_batch_config", "batch_id", "config", "question_id"))
     # The table also has `seq INTEGER PRIMARY KEY`, a stable rowid for the FTS index, unmapped on purpose.
     id: str = Field(primary_key=True)
     created_at: datetime
@@ -50,6 +51,7 @@ class Run(SQLModel, table=True):
     duration_ms: float = 0.0
     batch_id: str | None = Field(default=None, foreign_key="batch.id", ondelete="SET NULL")
     question_id: str | None = None
+    config: str | None = None  # the batch configuration's key; None: a run from before experiments (its strategy)
     parent_run_id: str | None = Field(default=None, foreign_key="run.id", ondelete="SET NULL")  # forked or replayed
     forked_at: int | None = None  # the step it forked at: the steps before it are the parent's, from the record
     lineage_json: str = "{}"  # how it was made: kind (fork, branch, replay), what changed, a replay's identity

@@ -10,16 +10,17 @@ import pandas as pd
 
 from prompts.template import TemplateError, parse_template, shipped_template_names
 
-from ..batch import summary
-from ..batch_input import read_batch_input
+from ..batch_input import Fields, read_batch_input
+from ..experiments_stats import batch_results, config_names
 from .batches import BatchManager
+from .experiments_views import interval_text
 from .outcome import OUTCOMES, outcome_of, plain_status, status_line
 from .state import AppState
 
 BATCH_COLUMNS = ["batch", "file", "status", "done", "started", "id"]
 RESULT_COLUMNS = ["question id", "strategy", "status", "answer", "expected", "correct", "tokens", "seconds", "question",
                   "run id"]
-ACCURACY_COLUMNS = ["strategy", "accuracy", "answered", "total"]
+ACCURACY_COLUMNS = ["strategy", "accuracy", "95% CI", "answered", "total"]  # "strategy": the configuration's name
 SHOWN_PROBLEMS = 8
 
 
@@ -44,17 +45,18 @@ def _ended(status: str) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _input_order(path: str, mtime: float) -> dict[str, int]:
-    return {q.id: i for i, q in enumerate(read_batch_input(path).questions)}
+def _input_order(path: str, mtime: float, fields: tuple) -> dict[str, int]:
+    return {q.id: i for i, q in enumerate(read_batch_input(path, Fields(**dict(fields))).questions)}
 
 
 def _order(batch: dict) -> dict[str, int]:
-    """Question id -> its position in the batch's input file ({} when the file is gone)."""
-    path = (batch.get("settings") or {}).get("input_path")
-    if not path or not Path(path).is_file():
+    """Question id -> its position in the batch's input, read with its fields ({} when the input is gone)."""
+    settings = batch.get("settings") or {}
+    path, fields = settings.get("input_path"), tuple(sorted((settings.get("fields") or {}).items()))
+    if not path or not Path(path).exists():
         return {}
     try:
-        return _input_order(path, Path(path).stat().st_mtime)
+        return _input_order(path, Path(path).stat().st_mtime, fields)
     except ValueError:
         return {}
 
@@ -62,19 +64,20 @@ def _order(batch: dict) -> dict[str, int]:
 def results(manager: BatchManager, batch: dict) -> pd.DataFrame:
     """The batch's runs so far (finished and running), in input order, strategy by strategy."""
     runs = list(reversed(manager.state.store.search_runs(batch_id=batch["id"], limit=None)))
-    order, rank = _order(batch), {s: i for i, s in enumerate(batch.get("strategies") or [])}
-    runs.sort(key=lambda r: (order.get(r["question_id"], len(order)), rank.get(r["strategy"], len(rank))))
-    rows = [[r["question_id"], r["strategy"], f"{outcome_of(r).mark} {outcome_of(r).key}", r["answer"], r["expected"],
-             {True: "✓", False: "✗"}.get(r["correct"], ""), r["prompt_tokens"] + r["completion_tokens"],
+    order, rank = _order(batch), {name: i for i, name in enumerate(config_names(batch))}
+    runs.sort(key=lambda r: (order.get(r["question_id"], len(order)), rank.get(r["config"] or r["strategy"], len(rank))))
+    rows = [[r["question_id"], r["config"] or r["strategy"], f"{outcome_of(r).mark} {outcome_of(r).key}", r["answer"],
+             r["expected"], {True: "✓", False: "✗"}.get(r["correct"], ""), r["prompt_tokens"] + r["completion_tokens"],
              round((r["duration_ms"] or 0) / 1000, 1), r["question"], r["id"]] for r in runs]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 def accuracy(manager: BatchManager, batch_id: str) -> pd.DataFrame:
-    """Per strategy: accuracy, answered and total (an empty table keeps its column names)."""
-    rows = summary(manager.state.store, batch_id)
-    return pd.DataFrame([[r["strategy"], round(r["accuracy"] or 0.0, 3), r["answered"], r["total"]] for r in rows],
-                        columns=ACCURACY_COLUMNS)
+    """Per configuration (a plain batch's: its strategies): accuracy, its 95% interval, answered runs and total."""
+    rows = batch_results(manager.state.store, batch_id)
+    return pd.DataFrame([[r.config, round(r.accuracy or 0.0, 3), interval_text(r.ci95), round(r.answered_rate * r.total),
+                          r.total] for r in rows], columns=ACCURACY_COLUMNS)
+
 
 
 def progress_line(manager: BatchManager, batch: dict, done: int) -> str:

@@ -88,7 +88,7 @@ class BatchManager:
         if batch is None:
             raise ValueError(f"no batch with id {batch_id}")
         settings = batch.get("settings") or {}
-        if not settings.get("input_path") or not Path(settings["input_path"]).is_file():
+        if not settings.get("ui") or not settings.get("input_path") or not Path(settings["input_path"]).is_file():
             raise ValueError(f"batch {batch_id} was not started here; resume it with `reason batch --resume`")
         return self.start(settings["input_path"], batch["strategies"], settings.get("concurrency", 2),
                           settings.get("limit"), settings.get("sampling"), resume_id=batch_id,

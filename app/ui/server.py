@@ -9,7 +9,7 @@ import gradio as gr
 from engine.serving.server import is_loopback
 
 from ..settings import Settings
-from . import batch_page, chat, history, model_page, templates_page
+from . import batch_page, chat, experiments_page, history, model_page, templates_page
 from .batches import BatchManager
 from .live_run import quiet_stop_warnings
 from .state import AppState
@@ -34,6 +34,8 @@ def build_app(settings: Settings, model_path: str | None = None, state: AppState
                 tpl_inputs, tpl_outputs = templates_page.build(state)
             with gr.Tab("Batch", id="batch") as batch_tab:
                 batch_inputs, batch_outputs, batch_refresh = batch_page.build(manager)
+            with gr.Tab("Experiments", id="experiments") as experiments_tab:
+                exp_inputs, exp_outputs, exp_refresh = experiments_page.build(state)
             with gr.Tab("History", id="history") as history_tab:
                 hist_inputs, hist_outputs = history.build(state)
             with gr.Tab("Model", id="model") as model_tab:
@@ -42,11 +44,13 @@ def build_app(settings: Settings, model_path: str | None = None, state: AppState
         refresh_chat = (lambda s, t: chat.refresh_templates(state, s, t), [strategy, template], template)
         refresh_templates = (lambda *a: templates_page.refresh(state, *a), tpl_inputs, tpl_outputs)
         refresh_batches = (batch_refresh, batch_inputs, batch_outputs)
-        for refresh in (refresh_chat, refresh_templates, refresh_batches):
+        refresh_experiments = (exp_refresh, exp_inputs, exp_outputs)
+        for refresh in (refresh_chat, refresh_templates, refresh_batches, refresh_experiments):
             app.load(*refresh)
         chat_tab.select(*refresh_chat)
         templates_tab.select(*refresh_templates)
         batch_tab.select(*refresh_batches)
+        experiments_tab.select(*refresh_experiments)
         history_tab.select(lambda *a: history.refresh(state, *a), hist_inputs, hist_outputs)
         model_tab.select(lambda: (model_page.describe(state), model_page.engine_status(state, manager)), None,
                          [info, status])
