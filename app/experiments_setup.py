@@ -100,5 +100,6 @@ def _default_concurrency(configs: list[Configuration], policy: RetryPolicy) -> i
 def _record(request: BatchRequest, settings: Settings, source: BatchInput, fields: Fields, concurrency: int) -> dict:
     """The batch's settings as stored: enough to resume it (the input, its fields) and to read it later."""
     return {"sampling": request.sampling, "backend": request.backend, "model": request.model_path or settings.model_path,
-            "base_url": settings.base_url if request.backend == "openai" else None, "base_urls": list(request.base_urls), "concurrency": concurrency, "limit": request.limit,
+            "base_url": settings.base_url if request.backend == "openai" else None, "base_urls": list(request.base_urls),
+            "concurrency": concurrency, "limit": request.limit,
             "input_path": str(Path(source.path).resolve()), "fields": fields.to_dict(), "sc_round": request.sc_round}
