@@ -41,6 +41,9 @@ def cli(ctx: click.Context, verbose: bool):
     """Reasoning Studio: question answering with local LLaMA-family models."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = Settings.from_env()
+    from .telemetry import install
+
+    install(ctx.obj)  # runs become OpenTelemetry spans when OTEL_EXPORTER_OTLP_* names a collector
 
 
 @cli.command()
@@ -178,8 +181,10 @@ def _model_rows(info: dict) -> list[tuple[str, object]]:
               help="The OpenAI-compatible server whose health the Model page shows (default: $REASON_BASE_URL, "
                    "else http://127.0.0.1:8000/v1).")
 @API_KEY_OPTION
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="Serve the engine's Prometheus metrics at GET /metrics.")
 @click.pass_context
-def ui(ctx, host, port, auth, model_path, device, dtype, base_url, api_key):
+def ui(ctx, host, port, auth, model_path, device, dtype, base_url, api_key, metrics):
     """Serve the web app: chat with a strategy, prompt templates, batches, run history, the model."""
     from engine import ModelFileError
 
@@ -195,7 +200,8 @@ def ui(ctx, host, port, auth, model_path, device, dtype, base_url, api_key):
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"Reasoning Studio: loading the model, then serving http://{host}:{port}/ (Ctrl+C stops)", err=True)
     try:
-        launch(settings, host=host, port=port, model_path=settings.model_path, auth=credentials, warn=False)
+        launch(settings, host=host, port=port, model_path=settings.model_path, auth=credentials, warn=False,
+               metrics=metrics)
     except (ModelFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -204,23 +210,29 @@ def ui(ctx, host, port, auth, model_path, device, dtype, base_url, api_key):
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 serves other machines (then use --api-key).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--api-key", default=None, metavar="KEY", help="Require 'Authorization: Bearer KEY' (default: $REASON_API_KEY).")
+@click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=8.0, show_default=True,
+              help="Refuse larger request bodies (413) before reading them.")
+@click.option("--metrics/--no-metrics", default=True, show_default=True, help="Serve Prometheus metrics at GET /metrics.")
 @MODEL_OPTION
 @DEVICE_OPTION
 @DTYPE_OPTION
 @click.pass_context
-def serve(ctx, host, port, api_key, model_path, device, dtype):
+def serve(ctx, host, port, api_key, max_body_mb, metrics, model_path, device, dtype):
     """Serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""
     from engine.serving.server import exposure_warning
     from engine.serving.server import serve as serve_engine
 
     api_key = ctx.obj.with_overrides(api_key=api_key).api_key
+    if api_key is not None and not api_key.strip():
+        raise click.BadParameter("the key is blank, which would let an empty bearer token in; "
+                                 "give a key, or leave --api-key out to serve without one", param_hint="--api-key")
     warning = exposure_warning(host, api_key)
     if warning:
         click.echo(f"warning: {warning}", err=True)
     engine = _load(ctx, model_path, device, dtype)
     click.echo(f"serving {engine.info['name']} at http://{host}:{port}/v1 (Ctrl+C stops)", err=True)
     try:
-        serve_engine(engine, host, port, api_key, warn=False)
+        serve_engine(engine, host, port, api_key, warn=False, max_body_mb=max_body_mb, metrics=metrics)
     finally:
         engine.close()
 

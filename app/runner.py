@@ -17,6 +17,7 @@ from prompts.template import PromptTemplate, TemplateError, Turns, load_shipped
 from prompts.trace import RunInfo, Trace
 from prompts.voting import VotePlan
 
+from . import telemetry
 from .errors import RunStopped, user_errors
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def record_run(store: Store, question: str, strategy: str, model: BaseChatModel,
         trace = live.settle(trace)
     correct = score(trace.answer, expected).correct if expected is not None else None
     store.finish_run(run_id, trace, correct)
+    telemetry.export_run(run_id, trace, correct)  # as OpenTelemetry spans, when a collector is configured
     return Recorded(run_id, trace, correct)
 
 

@@ -11,6 +11,14 @@ def _default_home() -> Path:
     return Path(base) / "reason-studio"
 
 
+def _otlp_traces_url(environ) -> str | None:
+    """OpenTelemetry's rule: the traces endpoint as given, else the general endpoint + /v1/traces."""
+    if environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return f"{base.rstrip('/')}/v1/traces" if base else None
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path  # all state (database, caches, edited templates) lives under here
@@ -21,6 +29,8 @@ class Settings:
     kv_cache_mb: float | None = None  # the engine's paged KV pool budget; None: its default
     base_url: str | None = None  # an OpenAI-compatible server (…/v1); None: `reason serve` on this machine
     api_key: str | None = field(default=None, repr=False)  # its bearer token; also the key `reason serve` requires
+    otel_traces_url: str | None = None  # runs are exported there as OpenTelemetry spans (app/telemetry.py); None: not
+    otel_capture_content: bool = False  # spans carry prompts, completions and tool input/output too
 
     def engine_options(self) -> dict:
         """Keyword arguments for engine.load_model besides the path."""
@@ -37,6 +47,8 @@ class Settings:
             kv_cache_mb=float(environ["REASON_KV_CACHE_MB"]) if environ.get("REASON_KV_CACHE_MB") else None,
             base_url=environ.get("REASON_BASE_URL") or None,
             api_key=environ.get("REASON_API_KEY") or None,
+            otel_traces_url=_otlp_traces_url(environ),
+            otel_capture_content=environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() == "true",
         )
 
     def with_overrides(self, **overrides) -> Settings:

@@ -48,6 +48,7 @@ class BlockPool:
         self._key_of: dict[int, tuple[int, tuple[int, ...]]] = {}  # block -> its table key
         self._content_ids = itertools.count(1)  # 0 is the root (empty prefix)
         self._lock = threading.Lock()
+        self.prefix_queries = self.prefix_hits = 0  # tokens looked up and found (vLLM's prefix-cache counters)
 
     @property
     def usable_blocks(self) -> int:
@@ -57,7 +58,8 @@ class BlockPool:
         with self._lock:
             in_use = sum(1 for r in self._refs if r > 0)
             return {"kv_blocks_total": self.usable_blocks, "kv_blocks_in_use": in_use,
-                    "kv_blocks_cached": len(self._evictable), "block_size": self.block_size}
+                    "kv_blocks_cached": len(self._evictable), "block_size": self.block_size,
+                    "prefix_cache_queries": self.prefix_queries, "prefix_cache_hits": self.prefix_hits}
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks that hold this many tokens."""
@@ -120,6 +122,8 @@ class BlockPool:
                 blocks.append(entry.block)
                 content_ids.append(entry.content_id)
                 parent = entry.content_id
+            self.prefix_queries += len(tokens)
+            self.prefix_hits += len(blocks) * bs
         return blocks, content_ids
 
     def register(self, block: int, parent_content_id: int, tokens: list[int]) -> int:

@@ -68,7 +68,7 @@ class Tokenizer:
         if self.kind == "llama":
             ids = self._encode_sentencepiece(text)
         else:
-            ids = self.backend.encode(text, add_special_tokens=False).ids
+            ids = self._ids(text)
         add_bos = self.add_bos if add_bos is None else add_bos
         if add_bos and self.bos_id is not None and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
@@ -76,7 +76,7 @@ class Tokenizer:
 
     def encode_continuation(self, text: str) -> list[int]:
         """Ids of text that continues other text: no BOS, no SentencePiece prefix space, specials as text."""
-        return self.backend.encode(text, add_special_tokens=False).ids
+        return self._ids(text)
 
     def _encode_sentencepiece(self, text: str) -> list[int]:
         # As llama.cpp: special tokens are cut out first, and every text fragment that starts
@@ -88,9 +88,14 @@ class Tokenizer:
                 after_special = True
             elif fragment:
                 prefix = " " if self.add_space_prefix and after_special else ""
-                ids += self.backend.encode(prefix + fragment, add_special_tokens=False).ids
+                ids += self._ids(prefix + fragment)
                 after_special = False
         return ids
+
+    def _ids(self, text: str) -> list[int]:
+        # encode_batch, not encode: it lets go of the GIL while it works (~1 s per MB of text), so a
+        # server thread tokenizing a long prompt does not stall the event loop or the compute thread
+        return self.backend.encode_batch([text], add_special_tokens=False)[0].ids
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes one token stands for; concatenating them gives the exact generated text."""

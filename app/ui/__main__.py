@@ -5,6 +5,7 @@ import argparse
 import logging
 
 from ..settings import Settings
+from ..telemetry import install
 from .server import launch
 
 
@@ -14,10 +15,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--model", default=None)
     parser.add_argument("--auth", default=None, help="USER:PASSWORD")
+    parser.add_argument("--no-metrics", action="store_true", help="Do not serve Prometheus metrics at /metrics.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    launch(Settings.from_env(), args.host, args.port, args.model, auth)
+    settings = Settings.from_env()
+    install(settings)  # runs become OpenTelemetry spans when OTEL_EXPORTER_OTLP_* names a collector
+    launch(settings, args.host, args.port, args.model, auth, metrics=not args.no_metrics)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ import logging
 from importlib.resources import files
 
 import gradio as gr
+from starlette.routing import Route
 
+from engine.serving.metrics import engine_metrics
 from engine.serving.server import is_loopback
 
 from ..settings import Settings
@@ -67,17 +69,26 @@ def exposure_warning(host: str, auth) -> str | None:
 
 
 def launch(settings: Settings, host: str = "127.0.0.1", port: int = 7860, model_path: str | None = None,
-           auth: tuple[str, str] | None = None, block: bool = True, warn: bool = True) -> gr.Blocks:
+           auth: tuple[str, str] | None = None, block: bool = True, warn: bool = True, metrics: bool = True) -> gr.Blocks:
     """Build and serve the app; blocks until stopped unless `block` is False.
 
     `warn=False` when the caller (the CLI) has already printed the exposure warning itself.
+    `metrics`: also serve the engine's Prometheus metrics at GET /metrics (outside the app's login, as
+    `reason serve` does: counts only, no text of any run).
     """
     warning = exposure_warning(host, auth)
     if warning and warn:
         log.warning(warning)
     app = build_app(settings, model_path)
     app.queue(default_concurrency_limit=4)
+    routes = [metrics_route(app.reason_state)] if metrics else []
     app.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=True,
                show_error=True, allowed_paths=[str(settings.home / "batches")], footer_links=[],
-               css=(ASSETS / "page.css").read_text(encoding="utf-8"), js=(ASSETS / "page.js").read_text(encoding="utf-8"))
+               css=(ASSETS / "page.css").read_text(encoding="utf-8"), js=(ASSETS / "page.js").read_text(encoding="utf-8"),
+               app_kwargs={"routes": routes})  # ahead of Gradio's own routes on its FastAPI app
     return app
+
+
+def metrics_route(state: AppState) -> Route:
+    """GET /metrics for the engine the app has loaded now (the Model page can switch it)."""
+    return Route("/metrics", engine_metrics(lambda: state.engine), methods=["GET"])

@@ -141,6 +141,20 @@ def completion_prompts(request: CompletionRequest, tokenizer: Tokenizer, vocab_s
     return prompts
 
 
+def prompt_count(request: CompletionRequest) -> int:
+    """How many prompts (so how many queued requests) the request makes, known before tokenizing."""
+    prompt = request.prompt
+    if isinstance(prompt, str) or (prompt and all(isinstance(t, int) for t in prompt)):
+        return 1
+    return len(prompt)
+
+
+def prompt_texts(request: CompletionRequest) -> list[str]:
+    """The request's prompts that are text (the others are token ids already)."""
+    prompt = request.prompt
+    return [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
+
+
 @dataclass(frozen=True)
 class OutputRules:
     """What a reply must match: the constraint, the request field it comes from, the tool plan behind it."""

@@ -1,34 +1,35 @@
 """OpenAI-compatible HTTP server over an Engine (OpenAI API: /v1/models, /v1/completions, /v1/chat/completions).
 
-Every request goes to the engine's scheduler, so concurrent requests share decode steps. Iterating a
-handle blocks, so a thread per handle drains it into the event loop; streams are Server-Sent Events
-in OpenAI's chunk format ending with `data: [DONE]`. Client errors get OpenAI's error JSON, never a 500.
+Every request goes to the engine's scheduler, so concurrent requests share decode steps. What
+could block the event loop (parsing a large body, rendering the chat template, tokenizing,
+compiling an output constraint) runs in the thread pool; what the server refuses (a body over the
+size limit, more prompts than the queue has room for) is refused before any of that. A client that
+goes away cancels its request, streaming or not. Client errors get OpenAI's error JSON, never a 500.
+`GET /metrics` is Prometheus text (metrics.py) unless turned off.
 """
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import json
 import logging
 import secrets
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException
+from starlette.concurrency import run_in_threadpool
 
 from ..chat_template import ChatTemplateError
-from ..completion import ContextLengthError, ParamError, check_prompt
+from ..completion import check_prompt
 from ..core import Engine
 from ..reasoning import ReasoningSplitter
-from ..request import QueueFullError
 from .choices import Choices
+from .errors import api_error, install_error_handlers, validation_error
+from .limits import DEFAULT_MAX_BODY_MB, BodyLimit, check_room
+from .messages import check_messages
+from .metrics import RequestClock, ServerMetrics
 from .openai_schema import (
     APIError,
     ChatRequest,
@@ -37,50 +38,70 @@ from .openai_schema import (
     chat_prompt,
     completion_prompts,
     output_rules,
+    prompt_count,
+    prompt_texts,
     sampling_params,
 )
+from .streaming import ClientGone, EventStream, collect, sse, until_disconnected
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_S = 1
-
-
-class _EventStream(StreamingResponse):
-    """A StreamingResponse that always closes its body, so an early exit (disconnect) cancels the generation."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
+SHUTDOWN_GRACE_S = 2  # on SIGTERM: requests still generating after this are cancelled (a stream can last minutes)
 
 
 class _Service:
     """The engine behind the routes: turns validated requests into scheduler handles and responses."""
 
-    def __init__(self, engine: Engine, model_name: str | None):
-        self.engine = engine
+    def __init__(self, engine: Engine, model_name: str | None, metrics: ServerMetrics | None):
+        self.engine, self.metrics = engine, metrics
         self.model_name = model_name or Path(engine.path).stem
         self.names = {self.model_name, Path(engine.path).name, str(engine.path), engine.info.get("name")}
+        tokenizer = engine.tokenizer  # no token covers more bytes than the longest piece (a character at least one)
+        self.max_piece_bytes = max(1, *(len(tokenizer.token_bytes(i)) for i in range(len(tokenizer.tokens))))
 
     def check_model(self, name: str) -> None:
         if name not in self.names:
             raise APIError(400, f"model '{name}' does not exist; this server serves '{self.model_name}' "
                                 "(see GET /v1/models)", "invalid_request_error", "model", "model_not_found")
 
+    def check_room(self, count: int, param: str) -> None:
+        check_room(self.engine.stats()["waiting"], self.engine.loop.max_waiting, count, param)
+
+    def check_fits(self, texts: list[str], param: str) -> None:
+        """Refuse, without tokenizing it, a text too long for the context whatever its tokens turn out to be."""
+        context = self.engine.args.max_seq_len
+        for text in texts:
+            fewest = len(text) // self.max_piece_bytes
+            if fewest > context:
+                raise APIError(400, f"the prompt has {len(text):,} characters, at least {fewest:,} tokens for this "
+                                    f"model, whose context is {context:,} tokens", param=param,
+                               code="context_length_exceeded")
+
+    def chat_ids(self, body: ChatRequest, rules: OutputRules) -> list[int]:
+        """The chat's prompt tokens (thread pool: the template and the tokenizer may take a while)."""
+        try:
+            text = chat_prompt(body, self.engine.chat_template, rules.plan)
+        except ChatTemplateError as exc:  # the model's template refused the messages
+            raise APIError(400, str(exc), param="messages") from exc
+        self.check_fits([text], "messages")
+        return self.engine.tokenizer.encode(text)
+
     def submit(self, prompts: list[list[int]], request, chat: bool, rules: OutputRules) -> list:
-        """One handle per prompt; all or none (a later refusal cancels the earlier handles)."""
+        """One handle per prompt; all or none: every prompt is checked first, and a refusal while submitting
+        (another request took the room) cancels the handles already made. Thread pool: a constraint compiles."""
         context, vocab = self.engine.args.max_seq_len, self.engine.args.vocab_size
         handles = []
         try:
+            params = []
             for ids in prompts:
                 check_prompt(ids, context, vocab)
-                params = sampling_params(request, chat, len(ids), context, vocab, rules.constraint)
-                handles.append(self.engine.submit(ids, params))
+                params.append(sampling_params(request, chat, len(ids), context, vocab, rules.constraint))
+            for ids, p in zip(prompts, params):
+                handles.append(self.engine.submit(ids, p))
         except Exception as exc:
             for handle in handles:
                 handle.cancel()
-            error = _api_error(exc, chat, rules.field)
+            error = api_error(exc, chat, rules.field)
             if error is exc:
                 raise
             raise error from exc
@@ -107,139 +128,13 @@ class _Service:
         return list(self.engine.tokenizer.token_bytes(token_id))
 
 
-def _api_error(exc: Exception, chat: bool, source: str | None = None) -> Exception:
-    """The client-facing error for what submitting raised (or the exception itself when it is ours);
-    `source` is the request field the output constraint came from."""
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, QueueFullError):
-        return APIError(429, f"the server is busy (queue full); retry in {RETRY_AFTER_S} s", "rate_limit_error",
-                        code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
-    if isinstance(exc, ParamError):
-        renamed = {"logprobs": "top_logprobs", "prompt": "messages"} if chat else {}
-        renamed["constraint"] = source  # the engine's field: say which request field it came from
-        code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
-        return APIError(400, str(exc), param=renamed.get(exc.param, exc.param), code=code)
-    return exc
-
-
-async def _events(handles: list, n: int) -> AsyncIterator[tuple[int, object]]:
-    """(choice index, event) from all handles as they come; every handle is cancelled when this stops."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    for i, handle in enumerate(handles):
-        threading.Thread(target=_drain, args=(handle, i * n, loop, queue), name=f"drain-{handle.id}",
-                         daemon=True).start()
-    remaining = len(handles)
-    try:
-        while remaining:
-            offset, event = await queue.get()
-            if event is None:
-                remaining -= 1
-            elif isinstance(event, Exception):
-                raise event
-            else:
-                yield offset + event.index, event
-    finally:
-        for handle in handles:
-            handle.cancel()  # idempotent; frees the KV blocks of a request whose client went away
-
-
-def _drain(handle, offset: int, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
-    """Thread body: iterate one handle (blocking) and post its events, then None, to the event loop."""
-    def post(item) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, (offset, item))
-        except RuntimeError:  # the loop is closed: the server stopped
-            handle.cancel()
-
-    try:
-        for event in handle:
-            post(event)
-    except Exception as exc:  # the engine failed this request: the route reports it
-        log.exception("generation %s failed", handle.id)
-        post(exc)
-    post(None)
-
-
-async def _collect(choices: Choices, handles: list, n: int) -> Choices:
-    async for index, event in _events(handles, n):
-        choices.add(index, event)
-    return choices
-
-
-async def _sse(choices: Choices, handles: list, n: int, head: dict, chat: bool,
-               usage: dict | None) -> AsyncIterator[str]:
-    """OpenAI's stream: a chunk per event (chat: a role chunk first, a finish chunk last), usage, [DONE]."""
-    extra = {"usage": None} if usage is not None else {}
-    try:
-        if chat:
-            for index in range(len(handles) * n):
-                yield _data({**head, "choices": [choices.role_delta(index)], **extra})
-        async for index, event in _events(handles, n):
-            for choice in choices.add(index, event):
-                yield _data({**head, "choices": [choice], **extra})
-    except Exception as exc:  # noqa: BLE001 - headers are sent: report the failure in the stream, as OpenAI does
-        yield _data({"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
-                               "code": None}})
-    else:
-        if usage is not None:
-            yield _data({**head, "choices": [], "usage": {**usage, **choices.usage(usage["prompt_tokens"])}})
-    yield "data: [DONE]\n\n"
-
-
-def _data(chunk: dict) -> str:
-    return f"data: {json.dumps(chunk, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
 async def _parse(request: Request, schema):
+    """The body as `schema` (thread pool: a body of megabytes takes a while to parse)."""
     body = await request.body()
     try:
-        return schema.model_validate_json(body)
+        return await run_in_threadpool(schema.model_validate_json, body)
     except ValidationError as exc:
-        raise _validation_error(exc.errors()) from exc
-
-
-UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
-
-
-def _validation_error(errors: list) -> APIError:
-    """400 naming the field of the first error (without the union member pydantic adds, as in `prompt.str`)."""
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    while loc and len(loc) > 1 and (loc[-1] in UNION_TAGS or "[" in loc[-1]):
-        loc.pop()
-    param = ".".join(loc) or None
-    return APIError(400, f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param=param)
-
-
-def _error_response(exc: APIError) -> JSONResponse:
-    body = {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}
-    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def api_error(request, exc: APIError):
-        return _error_response(exc)
-
-    @app.exception_handler(ParamError)
-    async def param_error(request, exc: ParamError):
-        return _error_response(APIError(400, str(exc), param=exc.param))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request, exc: RequestValidationError):
-        return _error_response(_validation_error(exc.errors()))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc: HTTPException):
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _error_response(APIError(exc.status_code, str(exc.detail), kind, headers=exc.headers))
-
-    @app.exception_handler(Exception)
-    async def server_error(request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return _error_response(APIError(500, "internal server error", "server_error"))
+        raise validation_error(exc.errors()) from exc
 
 
 def _authorize(api_key: str | None):
@@ -247,18 +142,35 @@ def _authorize(api_key: str | None):
         if api_key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or not secrets.compare_digest(token.encode(), api_key.encode()):
             raise APIError(401, "invalid API key: send it as 'Authorization: Bearer KEY'", "authentication_error",
                            code="invalid_api_key")
     return check
 
 
-def create_app(engine: Engine, api_key: str | None = None, model_name: str | None = None) -> FastAPI:
-    """The FastAPI app serving `engine` (model id: `model_name`, default the GGUF file's stem)."""
-    service = _Service(engine, model_name)
+def create_app(engine: Engine, api_key: str | None = None, model_name: str | None = None, *,
+               max_body_mb: float = DEFAULT_MAX_BODY_MB, metrics: bool = True) -> FastAPI:
+    """The FastAPI app serving `engine` (model id: `model_name`, default the GGUF file's stem).
+
+    api_key: required as a bearer token (None: no key; an empty key is refused, as it would let an
+    empty token in). max_body_mb: larger bodies get 413. metrics: serve GET /metrics."""
+    if api_key is not None and not api_key.strip():
+        raise ValueError("the API key is empty; give a real key, or none to serve without one")
+    server_metrics = ServerMetrics(lambda: engine, model_name or Path(engine.path).stem) if metrics else None
+    service = _Service(engine, model_name, server_metrics)
     app = FastAPI(title="Reasoning Studio engine", docs_url=None, redoc_url=None)
-    _install_error_handlers(app)
-    auth = [Depends(_authorize(api_key))]
+    refused = server_metrics.refused if server_metrics else None
+    install_error_handlers(app, refused)
+    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 2**20), on_refused=refused and (lambda: refused(413)))
+    _add_routes(app, service, [Depends(_authorize(api_key))])
+    if server_metrics is not None:
+        app.add_api_route("/metrics", server_metrics.response, methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _add_routes(app: FastAPI, service: _Service, auth: list) -> None:
+    engine = service.engine
 
     @app.get("/health")
     async def health():
@@ -275,36 +187,54 @@ def create_app(engine: Engine, api_key: str | None = None, model_name: str | Non
     async def completions(request: Request):
         body: CompletionRequest = await _parse(request, CompletionRequest)
         service.check_model(body.model)
-        prompts = completion_prompts(body, engine.tokenizer, engine.args.vocab_size)
-        return await _respond(service, body, prompts, False, output_rules(body))
+        service.check_room(prompt_count(body), "prompt")
+        service.check_fits(prompt_texts(body), "prompt")
+        prompts = await run_in_threadpool(completion_prompts, body, engine.tokenizer, engine.args.vocab_size)
+        return await _respond(service, request, body, prompts, False, output_rules(body))
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(request: Request):
         body: ChatRequest = await _parse(request, ChatRequest)
         service.check_model(body.model)
+        check_messages(body.messages)
         rules = output_rules(body)
-        try:
-            text = chat_prompt(body, engine.chat_template, rules.plan)
-        except ChatTemplateError as exc:  # the model's template refused the messages
-            raise APIError(400, str(exc), param="messages") from exc
-        return await _respond(service, body, [engine.tokenizer.encode(text)], True, rules)
-
-    return app
+        service.check_room(1, "messages")
+        prompt = await run_in_threadpool(service.chat_ids, body, rules)
+        return await _respond(service, request, body, [prompt], True, rules)
 
 
-async def _respond(service: _Service, body, prompts: list[list[int]], chat: bool, rules: OutputRules):
-    handles = service.submit(prompts, body, chat, rules)
+async def _respond(service: _Service, request: Request, body, prompts: list[list[int]], chat: bool, rules: OutputRules):
+    handles = await run_in_threadpool(service.submit, prompts, body, chat, rules)
     kind = ("chat.completion.chunk" if body.stream else "chat.completion") if chat else "text_completion"
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()),
             "model": service.model_name, **({"system_fingerprint": None} if chat else {})}
     choices = service.choices(handles, body, chat, rules.plan is not None)
     usage = {"prompt_tokens": sum(len(p) for p in prompts)}
+    clock = service.metrics.request(usage["prompt_tokens"]) if service.metrics else None
+    count = len(handles) * body.n
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = _sse(choices, handles, body.n, head, chat, usage if include_usage else None)
-        return _EventStream(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    await _collect(choices, handles, body.n)
+        stream = sse(choices, handles, body.n, head, chat, usage if include_usage else None, clock)
+        return EventStream(_timed(stream, clock, count), media_type="text/event-stream",
+                           headers={"Cache-Control": "no-cache"})
+    try:
+        await until_disconnected(request.receive, collect(choices, handles, body.n, clock))
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it: nginx's code for "client closed request"
+    finally:
+        if clock is not None:
+            clock.finish(count)
     return {**head, "choices": choices.final(), "usage": choices.usage(usage["prompt_tokens"])}
+
+
+async def _timed(stream, clock: RequestClock | None, count: int):
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()
+        if clock is not None:
+            clock.finish(count)
 
 
 def is_loopback(host: str) -> bool:
@@ -325,11 +255,14 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          model_name: str | None = None, warn: bool = True) -> None:
-    """Serve the engine until interrupted (`warn=False` when the caller printed the exposure warning)."""
+          model_name: str | None = None, warn: bool = True, max_body_mb: float = DEFAULT_MAX_BODY_MB,
+          metrics: bool = True) -> None:
+    """Serve the engine until interrupted or sent SIGTERM (`warn=False` when the caller printed the exposure
+    warning); requests still running SHUTDOWN_GRACE_S after the signal are cancelled."""
     import uvicorn
 
     warning = exposure_warning(host, api_key)
     if warning and warn:
         log.warning(warning)
-    uvicorn.run(create_app(engine, api_key, model_name), host=host, port=port, log_level="warning")
+    app = create_app(engine, api_key, model_name, max_body_mb=max_body_mb, metrics=metrics)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)

@@ -206,11 +206,12 @@ def test_wrong_key_unknown_route_and_full_queue(base_url, engine):
     assert httpx.get(f"{base_url}/v1/models").json()["error"]["type"] == "authentication_error"
     missing = httpx.get(f"{base_url}/v1/nothing", headers={"Authorization": f"Bearer {KEY}"})
     assert missing.status_code == 404 and "error" in missing.json()
-    limit, engine.loop.max_waiting = engine.loop.max_waiting, 0
+    stats = engine.stats
+    engine.stats = lambda: {**stats(), "waiting": engine.loop.max_waiting}  # as if the queue were full
     try:
         busy = _post(base_url, "/v1/completions", {"model": "tiny", "prompt": "a"})
     finally:
-        engine.loop.max_waiting = limit
+        del engine.stats
     assert busy.status_code == 429 and int(busy.headers["Retry-After"]) >= 1 and busy.json()["error"]["code"]
     assert _post(base_url, "/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 1}).status_code == 200
 
