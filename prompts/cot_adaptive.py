@@ -9,7 +9,7 @@ from langchain_core.language_models import BaseChatModel
 
 from .answers import extract_answer
 from .cot import vote
-from .llm_call import sample_model
+from .llm_call import add_call, sample_model
 from .template import PromptTemplate, Turns
 from .trace import RunInfo, Step, Trace
 from .voting import VotePlan, weighted_winner
@@ -19,13 +19,14 @@ def run(question: str, model: BaseChatModel, template: PromptTemplate, plan: Vot
         temperature: float = 0.7, history: Turns = ()) -> Trace:
     """Sample `plan.round_size` paths at a time until `plan` says the vote is settled, then vote."""
     trace = info.new_trace(question, "cot", template, history)
-    messages = template.render(question, history)
+    messages, constraint = template.render(question, history), template.constraint("reasoning")  # as cot.run
     steps: list[Step] = []
     answers: list[str | None] = []
     while not plan.settled(answers, steps):
-        for step in sample_model(model, messages, plan.next_round(len(steps)), "reasoning path", temperature=temperature):
+        for step in sample_model(model, messages, plan.next_round(len(steps)), "reasoning path", constraint=constraint,
+                                 temperature=temperature):
             step.name = f"reasoning path {len(steps) + 1}/{plan.budget}"
-            steps.append(trace.add(step))
+            steps.append(add_call(trace, step))
             answers.append(extract_answer(step.output))
     trace.counters.update(paths=len(steps), path_budget=plan.budget)
     return trace.finish(_vote(trace, answers, steps, plan))

@@ -27,6 +27,7 @@ def test_overtake_stops_once_the_leader_cannot_be_caught():
     vote = trace.steps[-1]
     assert vote.kind == "vote" and vote.meta["counts"] == {"5": 6} and vote.meta["stop_rule"] == "overtake"
     assert [s.name for s in paths(trace)] == [f"reasoning path {i}/8" for i in range(1, 7)]
+    assert all(call["kwargs"].get("constraint") == load_shipped("cot").constraint("reasoning") for call in model.calls)
 
 
 def test_the_beta_rule_stops_sooner():
