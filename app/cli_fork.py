@@ -57,7 +57,7 @@ def runs_fork(ctx, run_id, at, text, text_file, continued, strategy, template_sp
     if continued and text is None:
         raise click.BadParameter("--continue needs the text to continue from (--replace)", param_hint="--continue")
     with _user_errors():
-        store, model, info, wiki = _setup(ctx.obj, run_id, choice, deterministic=False)
+        store, model, info, wiki = _setup(ctx.obj, run_id, choice)
         template = load_template(store, template_spec) if template_spec else None
         recorded = fork(store, run_id, at, model, info, edit=None if text is None else Edit(text, continued),
                         strategy=strategy, template=template, wiki_tool=wiki)
@@ -66,17 +66,16 @@ def runs_fork(ctx, run_id, at, text, text_file, continued, strategy, template_sp
 
 @click.command("replay")
 @click.argument("run_id")
-@click.option("--deterministic/--no-deterministic", default=True, show_default=True,
-              help="Load our engine batch-invariant, so an identical run is identical token for token.")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the new run's id, its lineage and whether it was identical.")
 @click.pass_context
-def runs_replay(ctx, run_id, deterministic, as_json, **choice):
-    """Run RUN_ID again exactly: its template version, sampling and seed, every tool result from the record."""
+def runs_replay(ctx, run_id, as_json, **choice):
+    """Run RUN_ID again exactly: its template version, sampling and seed (batch-invariant if it was, or with
+    --deterministic), every tool result from the record; says whether it came out identical token for token."""
     from .fork import replay
 
     with _user_errors():
-        store, model, info, wiki = _setup(ctx.obj, run_id, choice, deterministic)
+        store, model, info, wiki = _setup(ctx.obj, run_id, choice)
         recorded = replay(store, run_id, model, info, wiki)
     _report(store.get_run(recorded.run_id), as_json)
 
@@ -118,7 +117,7 @@ def diff_lines(difference: dict) -> list[str]:
     return lines
 
 
-def _setup(settings: Settings, run_id: str, choice: dict, deterministic: bool):
+def _setup(settings: Settings, run_id: str, choice: dict):
     """The store, the model to continue with (the run's sampling, overridden by the flags given,
     and its per-token log-probabilities when it had them) and a Wikipedia tool made only when needed."""
     from .fork import knob_values
@@ -135,12 +134,13 @@ def _setup(settings: Settings, run_id: str, choice: dict, deterministic: bool):
         raise click.ClickException(f"no run with id {run_id}")
     recorded = parent.get("sampling") or {}
     sampling = {**knob_values(recorded), **{k: v for k, v in choice.items() if v is not None}}
-    model, info = fork_model(settings, backend, sampling, recorded.get("logprobs"), deterministic)
+    model, info = fork_model(settings, backend, sampling, recorded.get("logprobs"))
     return store, model, info, lambda: wiki_tool_factory(settings, wiki_mode)()
 
 
-def fork_model(settings: Settings, backend: str, sampling: dict, logprobs: int | None, deterministic: bool):
-    """(chat model, RunInfo): our engine loaded as asked (batch-invariant for a replay), else another backend."""
+def fork_model(settings: Settings, backend: str, sampling: dict, logprobs: int | None):
+    """(chat model, RunInfo): our engine (asking for per-token log-probabilities when the run had them), else
+    another backend."""
     from .backends import BackendChoice, chat_model, engine_chat_model
 
     if backend != "engine":
@@ -148,7 +148,7 @@ def fork_model(settings: Settings, backend: str, sampling: dict, logprobs: int |
                                         base_url=settings.base_url, api_key=settings.api_key))
     from engine import load_model
 
-    engine = load_model(settings.model_path, **{**settings.engine_options(), "deterministic": deterministic})
+    engine = load_model(settings.model_path, **settings.engine_options())
     return engine_chat_model(engine, sampling, logprobs=logprobs)
 
 

@@ -74,6 +74,8 @@ def step_head(step: dict, forked_at: int | None) -> str:
     head += ")"
     if forked_at is not None and step["idx"] < forked_at:
         head += " [from the parent run]"
+    if meta.get("branched_at_token") is not None:
+        return head + f" [branched at token {meta['branched_at_token']}]"
     return head + (" [edited]" if meta.get("edited") else "")
 
 

@@ -51,6 +51,7 @@ def fork(store: Store, run_id: str, at: int, model, info: RunInfo, *, edit: Edit
     template = template or parent_template(store, parent, strategy)
     replies, results = script(parent["steps"], at, edit)
     lineage = {"kind": "branch" if edit and edit.continued else "fork", "edited": edit is not None,
+               "continued": bool(edit and edit.continued),
                "changed": changes(parent, strategy, template, info), **(facts or {})}
     return _run(store, parent, at, strategy, template, ReplayChatModel(inner=model, replies=replies), info,
                 ToolScript(results), wiki_tool, lineage, edit)
@@ -129,7 +130,7 @@ def changes(parent: dict, strategy: str, template: PromptTemplate | None, info: 
     if (info.model_hash or info.model_id) != (parent.get("model_hash") or parent.get("model_id")):
         changed["model"] = info.model_id
     knobs, before = knob_values(info.sampling), knob_values(parent.get("sampling") or {})
-    sampling = {k: v for k, v in knobs.items() if before.get(k) != v}
+    sampling = {k: v for k, v in knobs.items() if k in before and before[k] != v}  # a backend records only its own
     if sampling:
         changed["sampling"] = sampling
     return changed
@@ -157,7 +158,8 @@ def _run(store, parent, at, strategy, template, model, info, script_, wiki_tool,
     store.add_lineage(run_id, replayed_calls=model.calls_replayed, replayed_tools=script_.replayed,
                       **({} if held is None else {"replay_diverged_at": held}))
     if edit is not None and at < len(recorded.trace.steps):
-        store.add_step_meta(run_id, at, edited=True)
+        store.add_step_meta(run_id, at, **({"branched_at_token": lineage["token"]} if "token" in lineage else
+                                           {"edited": True, **({"continued": True} if edit.continued else {})}))
     return recorded
 
 
@@ -193,5 +195,6 @@ def _check_point(parent: dict, at: int, edit: Edit | None) -> None:
 
 
 def _deterministic(model) -> bool:
-    """Whether the model is our engine in batch-invariant mode (the same tokens alone or in any batch)."""
-    return bool(getattr(getattr(model, "engine", None), "deterministic", False))
+    """Whether the model is our engine in batch-invariant mode (the same tokens alone or in any batch), for
+    every request or for this chat model's."""
+    return bool(getattr(getattr(model, "engine", None), "deterministic", False) or getattr(model, "deterministic", False))

@@ -1,4 +1,5 @@
-"""The History page: search runs, open a trace, re-run it with another strategy or template, delete (after asking)."""
+"""The History page: search runs, open a trace, re-run it with another strategy or template, delete (after asking);
+fork, branch, replay and compare (history_fork.py)."""
 from __future__ import annotations
 
 import html
@@ -12,6 +13,8 @@ from prompts.template import TemplateError
 from ..errors import user_errors
 from ..runner import STRATEGIES, StrategyOptions
 from ..store import RUN_STATUSES
+from . import history_fork
+from .history_fork import FORKABLE
 from .outcome import OUTCOMES, outcome_of, plain_status, status_line
 from .state import SAMPLING_KEYS, AppState
 from .trace_view import placeholder, render_run
@@ -42,7 +45,7 @@ def open_run(state: AppState, run_id: str) -> tuple[str, str, str]:
     if run is None:
         return status_line(OUTCOMES["error"], f"No run with id <code>{html.escape(run_id)}</code>: it may have been "
                                               f"deleted. Search above, or paste an id from the table."), "", ""
-    return "", render_run(run), ""
+    return "", render_run(run, FORKABLE), ""
 
 
 def template_in_use(state: AppState, strategy: str, spec: str) -> str:
@@ -64,8 +67,8 @@ def rerun(state: AppState, run_id: str, strategy: str, template: str) -> tuple[s
     try:
         new_id, _ = state.ask(run["question"], strategy, (template or "").strip() or None, sampling, StrategyOptions())
     except user_errors() as exc:
-        return status_line(OUTCOMES["error"], f"Not run: {html.escape(str(exc))}"), render_run(run), ""
-    return "", render_run(run), render_run(state.store.get_run(new_id))
+        return status_line(OUTCOMES["error"], f"Not run: {html.escape(str(exc))}"), render_run(run, FORKABLE), ""
+    return "", render_run(run, FORKABLE), render_run(state.store.get_run(new_id), FORKABLE)
 
 
 def ask_to_delete(state: AppState, run_id: str):
@@ -117,6 +120,7 @@ def build(state: AppState) -> tuple[list, list]:
                                   elem_id="hist-rerun-template")
         rerun_btn = gr.Button("Re-run", variant="primary", elem_id="hist-rerun")
     uses = gr.HTML(template_in_use(state, "direct", ""), elem_id="hist-rerun-uses")
+    forks = history_fork.build()
     with gr.Row():
         left = gr.HTML(placeholder(PICK), elem_id="hist-trace")
         right = gr.HTML("", elem_id="hist-rerun-trace")
@@ -141,4 +145,6 @@ def build(state: AppState) -> tuple[list, list]:
     keep.click(lambda: (gr.update(visible=False), plain_status("Nothing deleted.")), None, [confirm, message])
     really.click(lambda r: delete(state, r), run_id, [confirm, message, run_id, left, right]).then(
         do_search, filters, table)
+    for event in history_fork.wire(state, forks, run_id, message, left, right):
+        event.then(do_search, filters, table)
     return [*filters, new_strategy, new_template], [table, uses]

@@ -2,10 +2,13 @@
 (or focusing) a token shows its probability and the model's top alternatives.
 
 Per-token log-probabilities come from the step's meta["logprobs"]: [token, logprob, [[alt, logprob], …]].
+In a trace that can be forked, each token carries its index and its alternatives (data-i, data-alts), so
+clicking one offers "Branch here" (page.js); a diff marks the token where two runs part.
 """
 from __future__ import annotations
 
 import html
+import json
 import math
 
 # (lowest probability of the band, CSS class, legend text), most confident first
@@ -27,29 +30,37 @@ def _tip(logprob: float, alternatives: list) -> str:
     return f"p = {math.exp(logprob):.1%}" + (f" · top: {top}" if top else "")
 
 
-def token_span(text: str, logprob: float, alternatives: list) -> str:
+def token_span(text: str, logprob: float, alternatives: list, index: int | None = None, mark: bool = False) -> str:
+    """One coloured token; with `index`, it can be branched at (its other alternatives in data-alts)."""
     tip = html.escape(_tip(logprob, alternatives), quote=True)
-    return f'<span class="tok {band(math.exp(logprob))}" tabindex="0" data-tip="{tip}">{html.escape(text)}</span>'
+    css = f"tok {band(math.exp(logprob))}" + (" tok-diverge" if mark else "")
+    branch = ""
+    if index is not None:
+        others = json.dumps([[alt, round(math.exp(lp), 4)] for alt, lp in alternatives if alt != text], ensure_ascii=False)
+        branch = f' data-i="{index}" data-alts="{html.escape(others, quote=True)}"'
+    return f'<span class="{css}" tabindex="0" data-tip="{tip}"{branch}>{html.escape(text)}</span>'
 
 
-def coloured_output(output: str, logprobs: list) -> str | None:
+def coloured_output(output: str, logprobs: list, branchable: bool = False, mark: int | None = None) -> str | None:
     """The output spelled by its coloured tokens, or None when the tokens do not spell it exactly
-    (a split multi-byte character, a stripped reasoning block): then the caller shows plain text."""
+    (a split multi-byte character, a stripped reasoning block): then the caller shows plain text.
+    `branchable`: tokens carry what Branch here needs; `mark`: the token index where a diff parts."""
     spans, used = [], 0
-    for token, logprob, alternatives in logprobs:
+    for i, (token, logprob, alternatives) in enumerate(logprobs):
         if used >= len(output):
             break  # tokens of a stop string, cut from the output
         piece = token[: len(output) - used]
         if not piece or output[used:used + len(piece)] != piece:
             return None
-        spans.append(token_span(piece, logprob, alternatives))
+        spans.append(token_span(piece, logprob, alternatives, i if branchable and piece == token else None, i == mark))
         used += len(piece)
     return "".join(spans) if used == len(output) else None
 
 
-def token_strip(logprobs: list) -> str:
+def token_strip(logprobs: list, mark: int | None = None) -> str:
     """Every generated token, coloured, as generated (when they do not spell the output)."""
-    return "".join(token_span(token, logprob, alternatives) for token, logprob, alternatives in logprobs)
+    return "".join(token_span(token, logprob, alternatives, mark=i == mark)
+                   for i, (token, logprob, alternatives) in enumerate(logprobs))
 
 
 def low_confidence(logprobs: list, below: float = 0.5) -> int:

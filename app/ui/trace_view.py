@@ -1,6 +1,9 @@
 """A run's trace as HTML cards: a header coloured by outcome, the timing waterfall, then one card
 per step labelled by what it is (Thought, Action, Observation, Program, Sandbox output, Vote,
-Reasoning…), prompt and output told apart, errors in red, every card collapsible.
+Reasoning…), prompt and output told apart, errors in red, every card collapsible. A fork's header
+says how it was made and its cards which steps came from the parent; a trace that can be forked
+offers Fork here on each model and tool step and Branch here on each token (page.js); a
+comparison greys the steps that match and marks the first divergence.
 
 Everything a model, a tool or a person wrote is escaped: a trace is untrusted text.
 """
@@ -10,13 +13,32 @@ import ast
 import html
 import json
 import re
+from dataclasses import dataclass
 
+from ..lineage import lineage_line
 from .outcome import badge, outcome_of
 from .tokens import coloured_output, legend, low_confidence, token_strip
 from .waterfall import waterfall
 
 ACTION = re.compile(r"Action\s*\d*\s*:\s*((?:Search|Lookup|Finish)\s*\[.*?\])", re.IGNORECASE | re.DOTALL)
 esc = html.escape
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What a trace shows beyond the run itself: fork controls, and a comparison's matches and divergence."""
+
+    forkable: bool = False
+    same: frozenset[int] = frozenset()  # steps equal in the other run (greyed)
+    diverges: int | None = None  # the step where the runs first part
+    token: int | None = None  # the token of that step's output where they part (when tokens were compared)
+
+
+def diff_marks(difference: dict) -> Marks:
+    """The marks of one side of a diff (app.run_diff.diff_runs)."""
+    first = difference["first_divergence"] or {}
+    return Marks(same=frozenset(r["step"] for r in difference["steps"] if r["equal"]), diverges=first.get("step"),
+                 token=first.get("token") if first.get("unit") == "token" else None)
 
 
 def step_label(step: dict, strategy: str) -> tuple[str, str]:
@@ -37,7 +59,9 @@ def _timing(step: dict) -> str:
     if step["kind"] != "llm":
         return f"{seconds:.2f} s" if seconds else ""
     rate = f" · {step['completion_tokens'] / seconds:.0f} tok/s" if seconds > 0 and step["completion_tokens"] else ""
-    return f"{seconds:.2f} s · {step['prompt_tokens']} prompt + {step['completion_tokens']} completion tokens{rate}"
+    cached = (step.get("meta") or {}).get("cached_prompt_tokens")
+    reused = f" ({cached} from cache)" if cached else ""
+    return f"{seconds:.2f} s · {step['prompt_tokens']} prompt{reused} + {step['completion_tokens']} completion tokens{rate}"
 
 
 def _text(text: str, css: str = "") -> str:
@@ -49,26 +73,27 @@ def _block(label: str, inner: str, css: str, open_: bool = True) -> str:
     return f'<details class="io {css}"{" open" if open_ else ""}><summary>{esc(label)}</summary>{inner}</details>'
 
 
-def _output(step: dict, css: str = "") -> str:
+def _output(step: dict, css: str = "", marks: Marks = Marks()) -> str:
     """The output text, coloured by token probability when the step has it."""
     logprobs = (step.get("meta") or {}).get("logprobs")
     if not logprobs:
         return _text(step["output"], css)
-    coloured = coloured_output(step["output"] or "", logprobs)
+    mark = marks.token if step["idx"] == marks.diverges else None
+    coloured = coloured_output(step["output"] or "", logprobs, branchable=marks.forkable, mark=mark)
     if coloured is not None:
         return f'<pre class="text tokens {css}">{coloured}</pre>'
-    strip = _block("Tokens as generated", f'<pre class="text tokens">{token_strip(logprobs)}</pre>', "tokens", False)
+    strip = _block("Tokens as generated", f'<pre class="text tokens">{token_strip(logprobs, mark)}</pre>', "tokens", False)
     return _text(step["output"], css) + strip
 
 
-def _llm_body(step: dict, strategy: str) -> str:
+def _llm_body(step: dict, strategy: str, marks: Marks) -> str:
     meta = step.get("meta") or {}
     parts = [_block(f"Prompt · {step['prompt_tokens']} tokens", _text(step["input"]), "prompt", open_=False)]
     if meta.get("reasoning"):
         parts.append(_block("Reasoning (the model's thinking)", _text(meta["reasoning"]), "reasoning", open_=False))
     unsure = low_confidence(meta.get("logprobs") or [])
     label = f"Output · {step['completion_tokens']} tokens" + (f" · {unsure} below 50% probability" if unsure else "")
-    parts.append(_block(label, _output(step, "code" if strategy == "pal" else ""), "output"))
+    parts.append(_block(label, _output(step, "code" if strategy == "pal" else "", marks), "output"))
     action = ACTION.search(step["output"] or "") if strategy == "react" else None
     if action:
         parts.append(f'<div class="chip kind-action">Action: {esc(action.group(1))}</div>')
@@ -115,10 +140,10 @@ def _answers(text: str) -> str:
         return text
 
 
-def _body(step: dict, strategy: str) -> str:
+def _body(step: dict, strategy: str, marks: Marks) -> str:
     kind = step["kind"]
     if kind == "llm":
-        return _llm_body(step, strategy)
+        return _llm_body(step, strategy, marks)
     if kind == "tool":
         return _sandbox_body(step) if step.get("name") == "sandbox" else _action_body(step)
     if kind == "vote":
@@ -126,18 +151,49 @@ def _body(step: dict, strategy: str) -> str:
     return _block("Could not parse", _text(step["input"]), "output")
 
 
-def step_card(step: dict, strategy: str) -> str:
+def step_card(step: dict, strategy: str, marks: Marks = Marks(), forked_at: int | None = None) -> str:
     """One step as a collapsible card; a step with an error has a red edge and its error in red."""
     label, css = step_label(step, strategy)
     error = step.get("error")
     summary = (f'<summary><span class="step-n">{step["idx"] + 1}</span><span class="step-kind kind-{css}">{esc(label)}'
-               f'</span><span class="step-name">{esc(step.get("name") or "")}</span>'
+               f'</span><span class="step-name">{esc(step.get("name") or "")}</span>{_chips(step, marks, forked_at)}'
                f'<span class="step-meta">{esc(_timing(step))}</span></summary>')
     failure = f'<div class="step-error"><b>Error</b>{_text(error)}</div>' if error else ""
     if (step.get("meta") or {}).get("finish_reason") == "stopped":
         failure += '<div class="chip kind-pending">stopped here by the user</div>'
-    classes = f"step kind-{css}" + (" has-error" if error else "")
-    return f'<details class="{classes}" open>{summary}<div class="step-body">{_body(step, strategy)}{failure}</div></details>'
+    classes = f"step kind-{css}" + (" has-error" if error else "") + (" same" if step["idx"] in marks.same else "") + \
+        (" diverges" if step["idx"] == marks.diverges else "")
+    body = _body(step, strategy, marks) + failure + (_fork_control(step) if marks.forkable else "")
+    return f'<details class="{classes}" data-step="{step["idx"]}" open>{summary}<div class="step-body">{body}</div></details>'
+
+
+def _chips(step: dict, marks: Marks, forked_at: int | None) -> str:
+    """Where a step came from (the parent run, a person's edit) and whether it is where two runs part."""
+    chips = []
+    if forked_at is not None and step["idx"] < forked_at:
+        chips.append('<span class="tag from-parent">from the parent run</span>')
+    meta = step.get("meta") or {}
+    if meta.get("branched_at_token") is not None:
+        chips.append(f'<span class="tag edited">branched at token {int(meta["branched_at_token"])}</span>')
+    elif meta.get("edited"):
+        chips.append(f'<span class="tag edited">{"edited, then continued" if meta.get("continued") else "edited"}</span>')
+    if step["idx"] == marks.diverges:
+        token = "" if marks.token is None else f" at token {marks.token}"
+        chips.append(f'<span class="tag diverges">first divergence{token}</span>')
+    return "".join(chips)
+
+
+def forkable(step: dict) -> bool:
+    """A model call's or a tool call's output can be replaced (a repeated action was never a tool call)."""
+    return step["kind"] == "llm" or (step["kind"] == "tool" and not (step.get("meta") or {}).get("repeated"))
+
+
+def _fork_control(step: dict) -> str:
+    """Fork here: page.js turns the card's output into an editor filled from the hidden source text."""
+    if not forkable(step):
+        return ""
+    return (f'<div class="fork-row"><button type="button" class="fork-btn" data-step="{step["idx"]}">Fork here</button>'
+            f'<textarea class="fork-src" hidden aria-hidden="true">{esc(step["output"] or "")}</textarea></div>')
 
 
 def _labels(steps: list[dict], strategy: str) -> list[tuple[str, str]]:
@@ -154,7 +210,8 @@ def run_header(run: dict) -> str:
     turns = (run.get("counters") or {}).get("earlier_turns")
     follows = f'<div class="trace-turns">follows {turns} earlier turn{"s" if turns != 1 else ""} of the conversation ' \
               f'(in the prompt)</div>' if turns else ""
-    return (f'<div class="trace-head">{badge(outcome_of(run))} <span class="facts">{facts}</span>'
+    made = f'<div class="trace-lineage">{esc(lineage_line(run, first=1))}</div>' if run.get("forked_at") is not None else ""
+    return (f'<div class="trace-head">{badge(outcome_of(run))} <span class="facts">{facts}</span>{made}'
             f'<div class="trace-q">Q: {esc(run["question"])}</div>{follows}</div>')
 
 
@@ -167,15 +224,18 @@ def _answer(run: dict) -> str:
     return f'<div class="trace-answer outcome-{outcome_of(run).key}">Answer: <b>{shown}</b>{expected}</div>'
 
 
-def render_run(run: dict | None) -> str:
-    """The whole trace of a stored run."""
+def render_run(run: dict | None, marks: Marks = Marks()) -> str:
+    """The whole trace of a stored run; `marks` adds fork controls or a comparison's marks."""
     if run is None:
         return '<div class="trace empty">No such run.</div>'
     steps, strategy = run.get("steps") or [], run["strategy"]
     has_logprobs = any((s.get("meta") or {}).get("logprobs") for s in steps)
-    return (f'<div class="trace">{run_header(run)}{waterfall(steps, _labels(steps, strategy))}'
-            f'{legend() if has_logprobs else ""}<div class="steps">{"".join(step_card(s, strategy) for s in steps)}</div>'
-            f'{_answer(run)}{_run_error(run)}</div>')
+    hint = '<div class="fork-hint">Fork here edits a step in place and runs on from it; click a token to branch ' \
+           'at one of its alternatives.</div>' if marks.forkable else ""
+    cards = "".join(step_card(s, strategy, marks, run.get("forked_at")) for s in steps)
+    return (f'<div class="trace{" forkable" if marks.forkable else ""}" data-run="{esc(run["id"])}">{run_header(run)}'
+            f'{waterfall(steps, _labels(steps, strategy))}{legend() if has_logprobs else ""}{hint}'
+            f'<div class="steps">{cards}</div>{_answer(run)}{_run_error(run)}</div>')
 
 
 def _run_error(run: dict) -> str:

@@ -193,6 +193,7 @@ def test_branch_here_continues_a_tokens_alternative(store):
     step = child["steps"][0]
     assert step["output"] == "The sum is 8." and child["answer"] == "8" and child["correct"] is True
     assert [t for t, _, _ in step["meta"]["logprobs"]] == ["The", " sum", " is", " 8."]  # kept, alternative, new
+    assert step["meta"]["branched_at_token"] == 1
     assert child["lineage"] | {"token": 1, "alternative": " sum", "replaced_token": " answer", "kind": "branch"} \
         == child["lineage"]
     diff = diff_runs(store.get_run(parent_id), child)

@@ -46,16 +46,20 @@ def test_fork_with_other_sampling_and_a_replace_file(runner, tiny_model, parent,
                          "--temperature", "0.8", "--seed", "5", "--model", tiny_model)
     assert forked["lineage"]["kind"] == "branch" and forked["lineage"]["changed"]["sampling"] == {"temperature": 0.8, "seed": 5}
     step = invoke_json(runner, "runs", "show", forked["run_id"])["steps"][0]
-    assert step["output"].startswith("Each spider has 8 legs, so") and step["meta"]["edited"] is True
+    assert step["output"].startswith("Each spider has 8 legs, so") and step["meta"]["continued"] is True
+    assert "(edited, then continued)" in runner.invoke(cli, ["runs", "show", forked["run_id"]]).output
 
 
-def test_a_replay_of_a_deterministic_replay_is_identical(runner, tiny_model, parent):
-    first = invoke_json(runner, "runs", "replay", parent, "--model", tiny_model)
-    again = invoke_json(runner, "runs", "replay", first["run_id"], "--model", tiny_model)
+def test_a_replay_of_a_deterministic_run_is_identical(runner, tiny_model):
+    parent = invoke_json(runner, "ask", "How many legs do 3 spiders have?", "--strategy", "cot", "--model", tiny_model,
+                         "--max-tokens", "6", "--temperature", "0.9", "--seed", "3", "--deterministic")["run_id"]
+    again = invoke_json(runner, "runs", "replay", parent, "--model", tiny_model)
     assert again["identical"] is True and again["lineage"]["deterministic"] is True
-    assert again["lineage"]["first_divergence"] is None and again["parent_run_id"] == first["run_id"]
+    assert again["lineage"]["first_divergence"] is None and again["parent_run_id"] == parent
     shown = runner.invoke(cli, ["runs", "show", again["run_id"]]).output
-    assert f"replay of {first['run_id']}: identical token for token (deterministic)" in shown
+    assert f"replay of {parent}: identical token for token (deterministic)" in shown
+    other = invoke_json(runner, "runs", "replay", parent, "--seed", "4", "--model", tiny_model)
+    assert other["lineage"]["changed"] == {"sampling": {"seed": 4}}
 
 
 @pytest.mark.parametrize("args, message", [
