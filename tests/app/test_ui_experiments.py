@@ -19,7 +19,6 @@ from tests.app.test_ui_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     ROOT,
-    choose,
     expect,
     free_port,
     open_tab,
@@ -87,6 +86,13 @@ def page(app):
         browser.close()
 
 
+def pick(page, elem_id: str, option: str) -> None:
+    """Pick an option of one Gradio dropdown (A's and B's lists hold the same names)."""
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"#{elem_id}").get_by_role("option", name=option, exact=True).click()
+    expect(page.locator(f"#{elem_id} input")).to_have_value(option)
+
+
 def test_the_matrix_and_the_chart(page, app):
     open_tab(page, "Experiments")
     matrix = page.locator("#experiments-matrix")
@@ -126,11 +132,9 @@ def test_the_diff_is_coloured_and_its_cells_open_traces(page, app):
     expect(trace).to_contain_text("cot thinks. The answer is 5.")
     page.locator("#experiments-only-changed").get_by_text("Only questions that changed").click()
     expect(rows).to_have_count(3)
-    choose(page, "experiments-a", "cot@2/sc8-beta")
+    pick(page, "experiments-a", "cot@2/sc8-beta")
     expect(verdict).to_contain_text("A = cot@2/sc8-beta")
-    page.keyboard.press("Escape")  # closes A's list, whose options are named as B's are
-    page.locator("#experiments-verdict").click()
-    choose(page, "experiments-b", "cot")
+    pick(page, "experiments-b", "cot")
     expect(verdict).to_contain_text("A wins 1, loses 2, ties 3")
     page.screenshot(path=str(ARTIFACTS / "experiments.png"), full_page=True)
 
