@@ -190,8 +190,9 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     model.load_state_dict(state, strict=False, assign=True)
     if tie:
         model.output.weight = model.tok_embeddings.weight
-    freq_factors = _load_tensor(gguf, ROPE_FREQS) if ROPE_FREQS in gguf.tensors else None
-    model.freqs_cis = rope_table(args, freq_factors).to(device)
+    if ROPE_FREQS in gguf.tensors:  # the table built with the model has no per-frequency factors
+        model.freqs_cis = rope_table(args, _load_tensor(gguf, ROPE_FREQS))
+    model.freqs_cis = model.freqs_cis.to(device)
     if llama_cpp_numerics:
         _set_activation_formats(model, gguf, mapping)
     drop_file_pages(gguf)  # every weight is copied or packed by now
