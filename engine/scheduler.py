@@ -28,6 +28,8 @@ from .text_stream import TextStream
 
 log = logging.getLogger(__name__)
 
+MAX_DRAFT_BACKOFF = 5  # after n wholly rejected drafts in a row a sequence drafts again in 2**n - 1 steps (<= 31)
+
 
 class Scheduler:
     def __init__(self, pool: BlockPool, token_bytes: Callable[[int], bytes], eos_id: int | None, context: int, *,
@@ -165,6 +167,9 @@ class Scheduler:
         p = seq.sampler.params
         if not p.draft_tokens or seq.forced or seq.matcher is not None:
             return []
+        if seq.draft_pause:  # its recent drafts were all rejected: verifying them costs more than it saves
+            seq.draft_pause -= 1
+            return []
         room = min(p.draft_tokens, p.max_tokens - len(seq.generated) - 1, self.context - len(seq.tokens))
         draft = propose(seq.tokens, room)
         while draft and len(seq.blocks) * self.pool.block_size < len(seq.tokens) + len(draft):
@@ -173,6 +178,12 @@ class Scheduler:
             except PoolExhausted:
                 draft = draft[:len(seq.blocks) * self.pool.block_size - len(seq.tokens)]
         return draft
+
+    def _note_draft(self, seq: Sequence, drafted: int, accepted: int) -> None:
+        self.speculation["drafted_tokens"] += drafted
+        self.speculation["accepted_tokens"] += accepted
+        seq.draft_misses = 0 if accepted else min(seq.draft_misses + 1, MAX_DRAFT_BACKOFF)
+        seq.draft_pause = 2 ** seq.draft_misses - 1 if seq.draft_misses else 0
 
     def _preempt(self, seq: Sequence) -> None:
         log.info("KV pool full: %s (sample %d) waits and will be recomputed", seq.handle.id, seq.index)
@@ -229,8 +240,8 @@ class Scheduler:
             if seq is None:
                 continue
             accepted = len(output.sampled.get(row.seq_id, [None])) - 1 if row.draft else 0
-            self.speculation["drafted_tokens"] += len(row.draft)
-            self.speculation["accepted_tokens"] += accepted
+            if row.draft:
+                self._note_draft(seq, len(row.draft), accepted)
             seq.computed += len(row.token_ids) - len(row.draft) + accepted  # a rejected draft's K/V is junk
             self._publish_full_blocks(seq)
         for seq_id, tokens in output.sampled.items():

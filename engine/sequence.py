@@ -29,6 +29,8 @@ class Sequence:
     reasoning_tokens: int = 0
     forced: list[int] = field(default_factory=list)  # tokens that come next whatever is sampled (closing the block)
     matcher: object | None = None  # grammar matcher of a constrained output (engine/grammar.py)
+    draft_misses: int = 0  # drafts rejected whole in a row: drafting pauses 2**misses steps (speculative.py)
+    draft_pause: int = 0
     cached_tokens: int = 0  # prompt tokens found in the prefix cache at admission
 
     @property

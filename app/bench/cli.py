@@ -77,10 +77,13 @@ def bench_batch_command(ctx, questions, concurrency, max_tokens, model_path, as_
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where --shape keeps its GGUF files (default: reason-bench in the system temp dir).")
 @click.option("--no-cold", is_flag=True, help="With --shape: skip the runs with the file out of the page cache.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for both sides (default: all).")
+@click.option("--busy-core", is_flag=True, help="Run a busy-loop neighbour on one core throughout.")
+@click.option("--no-variants", is_flag=True, help="Skip our options (speculative, batch-invariant, constrained, sampled).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (progress still goes to stderr).")
 @click.pass_context
 def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt_tokens, quick, questions_path,
-                         shape, work_dir, no_cold, as_json):
+                         shape, work_dir, no_cold, threads, busy_core, no_variants, as_json):
     """Ours vs llama-cpp-python on one GGUF: prefill, decode, TTFT, shared-prefix batch throughput, peak memory."""
     from .engine import QUICK, Sizes, bench_engine, format_table
 
@@ -89,10 +92,11 @@ def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt
     if shape is not None:
         return _bench_shape(shape, work_dir, prompt_tokens or 128, new_tokens or 16, not no_cold, as_json)
     sizes = (QUICK if quick else Sizes()).with_overrides(batch_size=batch_size, new_tokens=new_tokens,
-                                                         prompt_tokens=prompt_tokens)
+                                                         prompt_tokens=prompt_tokens, threads=threads,
+                                                         variants=False if no_variants else None)
     try:
         report = bench_engine(model_path or ctx.obj.model_path, device, sizes, verbose=True,
-                              questions_path=questions_path)
+                              questions_path=questions_path, busy_core=busy_core)
     except ValueError as exc:  # a bad model or questions file, or a prompt longer than its context
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_table(report))

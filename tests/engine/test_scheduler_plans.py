@@ -203,3 +203,15 @@ def test_a_short_prompt_is_not_stuck_behind_a_long_one_and_the_long_one_never_st
         raise AssertionError("the long prompt starved")
     run(s, runner)
     assert long.result(timeout=0)[0].token_ids == [7]
+
+
+def test_drafting_backs_off_after_rejected_drafts_and_resumes_after_an_accepted_one():
+    s, runner = scheduler(), FakeRunner()  # FakeRunner never confirms a draft: it emits one token per row
+    handle = submit(s, [5, 6, 7, 5, 6, 7, 5, 6], max_tokens=40, draft_tokens=3)
+    drafts = []
+    while s.has_work():
+        plan = s.schedule()
+        drafts += [len(r.draft) for r in plan.rows if r.sampler is not None and len(r.token_ids) == 1 + len(r.draft)]
+        s.update(plan, runner.execute(plan))
+    assert handle.result(timeout=0)[0].token_ids == [7] * 40
+    assert sum(1 for d in drafts if d) < 10  # without the back-off nearly every step would draft
