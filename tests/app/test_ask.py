@@ -32,7 +32,8 @@ def assert_complete(trace, strategy):
 
 @pytest.mark.parametrize("strategy", ["direct", "cot"])
 def test_ask_prints_a_trace_on_a_tiny_model(runner, tiny_model, strategy):
-    trace = ask_json(runner, "How many legs do 3 spiders have?", "--strategy", strategy, "--model", tiny_model, "--max-tokens", "8")
+    trace = ask_json(runner, "How many legs do 3 spiders have?", "--strategy", strategy, "--model", tiny_model,
+                     "--max-tokens", "8")
     assert_complete(trace, strategy)
 
 
@@ -82,7 +83,8 @@ def test_a_saved_template_version_is_used_and_recorded(runner, tiny_model, tmp_p
     from prompts.template import shipped_template_body
 
     edited = tmp_path / "cot.yaml"
-    edited.write_text(shipped_template_body("cot").replace("version: 1", "version: 2").replace("Think step by step", "Reason carefully"))
+    body = shipped_template_body("cot").replace("version: 1", "version: 2")
+    edited.write_text(body.replace("Think step by step", "Reason carefully"))
     saved = runner.invoke(cli, ["templates", "save", "cot", str(edited), "--note", "careful"])
     assert saved.exit_code == 0 and "saved cot@2" in saved.output
     assert ask_json(runner, "2+2?", "--strategy", "cot", "--model", tiny_model, "--max-tokens", "4")[

@@ -14,6 +14,7 @@ from app.cli import cli
 from app.settings import Settings
 from app.store import Store
 
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("REASON_HOME", str(tmp_path / "home"))

@@ -105,6 +105,7 @@ def test_serve_still_requires_the_key_from_the_environment(home, monkeypatch):
     seen = {}
     monkeypatch.setenv("REASON_API_KEY", "from-env")
     monkeypatch.setattr("app.cli._load", lambda *args: type("E", (), {"info": {"name": "m"}, "close": lambda self: None})())
-    monkeypatch.setattr("engine.serving.server.serve", lambda engine, host, port, api_key, warn, **options: seen.update(key=api_key))
+    monkeypatch.setattr("engine.serving.server.serve",
+                        lambda engine, host, port, api_key, warn, **options: seen.update(key=api_key))
     assert CliRunner().invoke(cli, ["serve"]).exit_code == 0 and seen["key"] == "from-env"
     assert CliRunner().invoke(cli, ["serve", "--api-key", "flag"]).exit_code == 0 and seen["key"] == "flag"
