@@ -113,6 +113,62 @@ def _bench_shape(shape: str, work_dir: Path | None, prompt_tokens: int, new_toke
     click.echo(json.dumps(report, indent=2) if as_json else format_load_table(report))
 
 
+@bench.command("speculative")
+@MODEL_OPTION
+@click.option("--questions", "questions_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=SHIPPED_QUESTIONS, show_default="the 32 shipped with the app",
+              help="JSONL with a 'question' field per line.")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Questions per strategy.")
+@click.option("--draft-tokens", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--strategy", "strategies", type=click.Choice(["cot", "pal", "react"]), multiple=True,
+              help="Repeatable (default: all three). ReAct uses the Wikipedia corpus `reason wiki import` made, else live.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bench_speculative_command(ctx, model_path, questions_path, limit, draft_tokens, max_tokens, strategies, as_json):
+    """Speculative decoding per strategy (CoT, PAL, ReAct), one question at a time: acceptance and speed-up."""
+    from ..tools import wiki_problem, wiki_tool_factory
+    from .questions import load_questions
+    from .speculative import STRATEGIES, bench_speculative
+
+    strategies = strategies or tuple(STRATEGIES)
+    if "react" in strategies and (problem := wiki_problem(ctx.obj)):
+        raise click.ClickException(problem)
+    try:
+        questions, source = load_questions(limit, questions_path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    show = None if as_json else (lambda r: click.echo(
+        f"{r['strategy']:<6} {r['questions']} questions: {r['plain_tok_s']:.1f} -> {r['draft_tok_s']:.1f} tok/s "
+        f"({r['speedup']:.2f}x), acceptance {r['acceptance'] or 0:.0%} of {r['drafted']} drafted, "
+        f"same answer {r['same_answer']}/{r['questions']}"))
+    if not as_json:
+        click.echo(f"prompt-lookup drafts of {draft_tokens} tokens, greedy, questions: {source}")
+    results = bench_speculative(questions, draft_tokens, max_tokens, model_path or ctx.obj.model_path, strategies,
+                                wiki_tool_factory(ctx.obj) if "react" in strategies else None, progress=show)
+    if as_json:
+        click.echo(json.dumps({"questions": source, "results": results}, indent=2))
+
+
+@bench.command("grammar")
+@MODEL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bench_grammar_command(ctx, model_path, as_json):
+    """llguidance (ours) vs xgrammar on our tokenizers: compile time, mask time per token, correctness."""
+    from .grammar import bench_grammar
+
+    if not as_json:
+        click.echo(f"{'library':<11} {'vocab':>6} {'constraint':<12} {'compile ms':>10} {'mask us p50':>11} "
+                   f"{'mask us max':>11} {'steps':>5} correct")
+    show = None if as_json else (lambda r: click.echo(
+        f"{r['library']:<11} {r['vocab']:>6} {r['case']:<12} " + (f"{r['error']}" if "error" in r else
+        f"{r['compile_ms']:>10.1f} {r['mask_us_median']:>11.1f} {r['mask_us_max']:>11.0f} {r['steps']:>5} {r['correct']}")))
+    results = bench_grammar(model_path or ctx.obj.model_path, progress=show)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+
+
 @bench.command("serve")
 @click.option("--clients", type=click.IntRange(min=1), default=16, show_default=True,
               help="Concurrent streaming clients.")
