@@ -1,7 +1,8 @@
 """Bad input gets one clear error, never a traceback from deep inside."""
 import pytest
 
-from engine import ContextLengthError, ModelFileError, load_model
+from engine import ContextLengthError, ModelFileError, SamplingParams, load_model
+from engine.completion import check_prompt
 
 from .tiny_gguf import TinyShape, write_tiny_llama
 
@@ -52,6 +53,26 @@ def test_prompt_longer_than_the_context(tiny_gguf_factory):
         model.generate([too_long], max_tokens=4)
     with pytest.raises(ContextLengthError, match="context"):
         model.logits(model.tokenizer.encode(too_long))
+
+
+def test_the_one_prompt_check_at_the_context_boundary():
+    """context - 1 tokens leave one position to generate; exactly `context` can only be scored."""
+    check_prompt([1] * 7, context=8, vocab_size=10)
+    with pytest.raises(ContextLengthError, match="at most 7 to generate"):
+        check_prompt([1] * 8, context=8, vocab_size=10)
+    check_prompt([1] * 8, context=8, vocab_size=10, room=0)
+    with pytest.raises(ContextLengthError, match="at most 8"):
+        check_prompt([1] * 9, context=8, vocab_size=10, room=0)
+
+
+def test_the_engine_applies_the_boundary(tiny_gguf_factory):
+    model = load_model(tiny_gguf_factory("F32"))
+    context = model.args.max_seq_len
+    fits = [1] * (context - 1)
+    assert len(model.submit(fits, SamplingParams(max_tokens=1)).result(timeout=60)[0].token_ids) == 1
+    with pytest.raises(ContextLengthError):
+        model.submit(fits + [1], SamplingParams(max_tokens=1))
+    assert model.logits(fits + [1]).shape[0] == context
 
 
 def test_bad_generation_arguments(tiny_gguf_factory):
