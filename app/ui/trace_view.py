@@ -126,7 +126,8 @@ def _vote_body(step: dict) -> str:
     rows = "".join(f'<tr class="{"winner" if a == step["output"] else ""}"><td>{esc(str(a))}</td><td>{n}</td>'
                    f'<td>{esc(str(mass.get(a, "")))}</td></tr>' for a, n in counts.items())
     table = f'<table class="votes"><tr><th>answer</th><th>votes</th><th>summed log-prob</th></tr>{rows}</table>'
-    note = (f'<div class="tie">Tie: {", ".join(esc(str(a)) for a in tied)} have {top} votes each; the answer whose '
+    votes = "1 vote" if top == 1 else f"{top} votes"
+    note = (f'<div class="tie">Tie: {", ".join(esc(str(a)) for a in tied)} have {votes} each; the answer whose '
             f'paths have the higher summed log-probability wins.</div>') if len(tied) > 1 else ""
     winner = step["output"] if counts else "none: no sample gave an answer"
     return f'<div>Samples answered: <code>{esc(_answers(step["input"]))}</code></div>{table if counts else ""}{note}' \

@@ -77,7 +77,7 @@ def test_a_tied_vote_says_it_is_a_tie():
     vote = step(2, "vote", "majority vote", output="9", input="['8', '9']",
                 meta={"counts": {"8": 1, "9": 1}, "mass": {"8": -2.0, "9": -0.5}})
     html = render_run(run([step(0), step(1), vote]))
-    assert "Tie: 8, 9 have 1 votes each" in html and "-0.5" in html
+    assert "Tie: 8, 9 have 1 vote each" in html and "-0.5" in html
     assert "Tie" not in render_run(run([{**vote, "meta": {"counts": {"8": 2, "9": 1}}}]))
 
 
