@@ -3,6 +3,7 @@ point come from the record (no model call, no tool run), the edited step is kept
 from it; a branch continues a token's alternative; diff finds where two runs part."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -200,3 +201,21 @@ def test_branch_here_continues_a_tokens_alternative(store):
     assert diff["first_divergence"]["step"] == 0 and diff["first_divergence"]["token"] == 1
     with pytest.raises(ValueError, match="not one of token 1's alternatives"):
         branch(store, parent_id, 0, 1, " total", model, INFO)
+
+
+def test_a_fork_with_another_template_version_and_model_records_both(store):
+    """Issue 19: a fork may run another template version or another model; the run and its lineage say so."""
+    from app.templates import load_template, save_template
+
+    parent_model = ScriptedChatModel().enqueue("7")
+    parent_id = record_run(store, "3 + 4?", "direct", parent_model, INFO, load_shipped("direct"), expected="7").run_id
+    body = (Path(__file__).resolve().parents[2] / "prompts" / "templates" / "direct.yaml").read_text(encoding="utf-8")
+    version = save_template(store, "direct", body.replace("You answer questions.", "You answer sums tersely."))
+    other = RunInfo(model_id="other-scripted", backend="test", sampling=INFO.sampling)
+    model = ScriptedChatModel().enqueue("8")
+    recorded = fork(store, parent_id, 0, model, other, template=load_template(store, f"direct@{version}"))
+    child = store.get_run(recorded.run_id)
+    assert "You answer sums tersely." in model.calls[0]["messages"][0].content  # the new version's prompt was sent
+    assert (child["template_name"], child["template_version"], child["model_id"]) == ("direct", version, "other-scripted")
+    assert child["lineage"]["changed"] == {"template": f"direct@{version}", "model": "other-scripted"}
+    assert (child["parent_run_id"], child["forked_at"], child["answer"]) == (parent_id, 0, "8")
