@@ -118,3 +118,76 @@ def test_samplers_draw_only_allowed_tokens_with_the_renormalised_distribution(us
     greedy = sample(LOGITS.clone(), [SamplerState.start(SamplingParams(), [], 0)] * 2, use_triton=use_triton,
                     bitmask=packed(ALLOWED))
     assert greedy.tolist() == [0, 5]  # the best allowed token; the free row keeps its argmax
+
+
+KINDS = [(Constraint("json_schema", json.dumps(SCHEMA)), lambda t: set(json.loads(t)) >= {"name", "age"}),
+         (Constraint("regex", REGEX), lambda t: re.fullmatch(REGEX, t)),
+         (Constraint("choice", ("yes", "no", "maybe not")), lambda t: t in ("yes", "no", "maybe not")),
+         (Constraint("lark", LARK), lambda t: re.fullmatch(r"def solution\(\):(\n    x = [0-9]{1,3})+\n    return x", t)),
+         (Constraint("gbnf", GBNF), lambda t: re.fullmatch(r"The answer is [0-9]+\.", t))]
+
+
+@pytest.mark.parametrize("use_triton", [False, True])
+def test_every_kind_holds_in_both_samplers_in_one_mixed_batch(engine, use_triton):
+    """The model's real masks (one row per kind, then a free row) through each sampler, from random
+    logits at temperature 1: every constrained row ends inside its grammar, the free row is untouched."""
+    if use_triton:
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+        pytest.importorskip("triton")
+    from engine.grammar import MaskWorker  # noqa: PLC0415
+
+    vocab, eos = engine.args.vocab_size, engine.tokenizer.eos_id
+    matchers = [engine.constraints.matcher(c) for c, _ in KINDS]
+    states = [SamplerState.start(SamplingParams(temperature=1.0), [], seed=i) for i in range(len(KINDS) + 1)]
+    outputs, done, free_logits = [[] for _ in states], [False] * len(KINDS), []
+    generator, worker = torch.Generator().manual_seed(0), MaskWorker()
+    for _ in range(120):
+        if all(done):
+            break
+        masks = worker.start(matchers, vocab).result()
+        bitmask = torch.cat([masks, torch.full((1, masks.shape[1]), -1, dtype=torch.int32)])
+        logits = torch.randn(len(states), vocab, generator=generator)
+        free_logits.append(logits[-1:].clone())
+        tokens = sample(logits, states, use_triton=use_triton, bitmask=bitmask)
+        for row, token in enumerate(tokens.tolist()):
+            if row < len(KINDS) and (done[row] or token == eos):
+                done[row] = True
+                continue
+            outputs[row].append(token)
+            if row < len(KINDS):
+                assert matchers[row].consume_token(token), (KINDS[row][0].kind, matchers[row].get_error())
+                done[row] = matchers[row].is_stopped()
+    assert all(done)
+    for (constraint, matches), ids in zip(KINDS, outputs):
+        text = engine.tokenizer.decode(ids)
+        assert matches(text), (constraint.kind, text)
+    alone = [SamplerState.start(SamplingParams(temperature=1.0), [], seed=len(KINDS))]
+    free = [int(sample(row, alone, use_triton=use_triton)[0]) for row in free_logits]
+    assert outputs[-1] == free  # the free row drew what it draws alone, with no mask
+
+
+def test_speculative_requests_with_a_constraint_hold_it_and_draft_nothing(engine):
+    """Prompt-lookup drafts are skipped for constrained rows (the mask is per sampled position); the
+    same repetitive prompt drafts when free."""
+    prompt, words = "one two three one two three one two three one two", "( ?(one|two|three)){1,5}"
+    before = engine.stats()["drafted_tokens"]
+    engine.generate([prompt], SamplingParams(max_tokens=40, draft_tokens=4))
+    free = engine.stats()["drafted_tokens"]
+    assert free > before
+    out = engine.generate([prompt], SamplingParams(max_tokens=40, draft_tokens=4, constraint=Constraint("regex", words)))
+    assert re.fullmatch(words, out[0].text), out[0].text
+    hot_out = texts(engine, Constraint("regex", REGEX), draft_tokens=4)
+    assert all(re.fullmatch(REGEX, t) for t in hot_out), hot_out
+    assert engine.stats()["drafted_tokens"] == free
+
+
+def test_compiled_grammars_are_cached_by_their_text(engine, monkeypatch):
+    import engine.grammar as grammar  # noqa: PLC0415
+
+    constraint, calls = Constraint("regex", "[a-c]{2,5} cached"), []
+    real = grammar.grammar_of
+    monkeypatch.setattr(grammar, "grammar_of", lambda c: calls.append(c) or real(c))
+    for _ in range(3):
+        engine.constraints.matcher(Constraint("regex", "[a-c]{2,5} cached"))
+    assert calls == [constraint]
