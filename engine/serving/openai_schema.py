@@ -56,6 +56,8 @@ class _Request(BaseModel):
     min_p: float = 0.0
     typical_p: float = 1.0
     repetition_penalty: float = 1.0
+    draft_tokens: int = 0  # ours: prompt-lookup speculative decoding, as SamplingParams takes it
+    deterministic: bool = False  # ours: batch-invariant kernels (the same tokens whatever the batch)
     structured_outputs: dict | None = None  # vLLM's; the fields below are its older names and llama.cpp's
     guided_json: dict | str | None = None
     guided_regex: str | None = None
@@ -229,7 +231,7 @@ def sampling_params(request: _Request, chat: bool, prompt_tokens: int, context: 
         frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
         logit_bias=_logit_bias(request.logit_bias), seed=request.seed, max_tokens=max_tokens, stop=stop,
         n=request.n, logprobs=logprobs, max_reasoning_tokens=getattr(request, "max_reasoning_tokens", None),
-        constraint=constraint,
+        constraint=constraint, draft_tokens=request.draft_tokens, deterministic=request.deterministic,
     ).validate(vocab_size)
 
 

@@ -234,3 +234,24 @@ def test_exposure_warning():
     assert exposure_warning("127.0.0.1", None) is None and exposure_warning("localhost", None) is None
     assert exposure_warning("::1", None) is None and exposure_warning("0.0.0.0", "key") is None
     assert "--api-key" in exposure_warning("0.0.0.0", None)
+
+
+def test_the_request_models_take_every_sampling_knob():
+    """SamplingParams' knobs are the one list: a new knob that the server does not take fails here."""
+    from engine.sampling_params import sampling_knobs
+    from engine.serving.openai_schema import ChatRequest, CompletionRequest
+
+    for schema in (ChatRequest, CompletionRequest):
+        assert set(sampling_knobs()) <= set(schema.model_fields), schema.__name__
+
+
+def test_draft_tokens_and_deterministic_pass_through(client, engine):
+    prompt = "one two three one two three one two three one two"
+    before = engine.stats()["drafted_tokens"]
+    reply = client.completions.create(model="tiny", prompt=prompt, max_tokens=24, temperature=0,
+                                      extra_body={"draft_tokens": 4, "deterministic": True})
+    assert engine.stats()["drafted_tokens"] > before
+    assert reply.choices[0].text == greedy(engine, prompt, max_tokens=24, deterministic=True).text  # drafts change nothing
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="tiny", prompt=prompt, max_tokens=2, extra_body={"draft_tokens": 99})
+    assert caught.value.body["param"] == "draft_tokens"
