@@ -63,7 +63,8 @@ class Scheduler:
                            SamplerState.start(p, handle.prompt, seed), TextStream(p.stop), len(handle.prompt))
             if p.constraint is not None:
                 seq.matcher = self.make_matcher(p.constraint)
-            if p.max_reasoning_tokens is not None:
+            if p.max_reasoning_tokens is not None or (seq.matcher is not None and handle.starts_in_reasoning):
+                # followed for a budget, or so a constraint holds the answer only (as vLLM's reasoning parsers)
                 seq.thinking = ReasoningSplitter(self.reasoning_tags, handle.starts_in_reasoning)
                 self._budget_reasoning(seq)
             self._by_id[seq.id] = seq
@@ -213,8 +214,9 @@ class Scheduler:
         start = seq.computed
         finishes = start + take == len(seq.tokens)  # its last token's logits are sampled
         forced = seq.forced[0] if finishes and seq.forced else None
+        matcher = seq.matcher if finishes and not _thinking(seq) else None
         return RowPlan(seq.id, seq.tokens[start:start + take] + list(draft or []), start, list(seq.blocks),
-                       seq.sampler if finishes else None, forced, seq.matcher if finishes else None,
+                       seq.sampler if finishes else None, forced, matcher,
                        seq.sampler.params.deterministic, list(draft or []))
 
     def _batch(self, rows: list[RowPlan]) -> ForwardBatch:
@@ -273,7 +275,7 @@ class Scheduler:
             seq.logprobs.append(logprob)
         text = seq.stream.feed(self.token_bytes(token))
         seq.handle._emit(TokenEvent(seq.index, token, text, logprob))
-        if seq.matcher is not None and not seq.matcher.consume_token(token):
+        if seq.matcher is not None and not _thinking(seq) and not seq.matcher.consume_token(token):
             log.warning("%s: token %d broke the output constraint (%s)", seq.handle.id, token, seq.matcher.get_error())
         if seq.thinking is not None:
             self._follow_reasoning(seq, token)
@@ -292,7 +294,7 @@ class Scheduler:
     def _budget_reasoning(self, seq: Sequence) -> None:
         """Close the reasoning block once it has used its budget: its close tag comes next."""
         budget = seq.sampler.params.max_reasoning_tokens
-        if seq.thinking.inside and seq.reasoning_tokens >= budget and not seq.forced:
+        if budget is not None and seq.thinking.inside and seq.reasoning_tokens >= budget and not seq.forced:
             seq.forced = list(self.reasoning_close_ids)
 
     def _retire(self, seq: Sequence, reason: str) -> None:
@@ -317,3 +319,8 @@ class Scheduler:
         text = seq.stream.finish()
         seq.handle._emit(TokenEvent(seq.index, None, text, None, reason))
         seq.handle._complete(seq.index, seq.completion(reason))
+
+
+def _thinking(seq: Sequence) -> bool:
+    """Inside a reasoning block the prompt opened: a constraint waits for the answer after it."""
+    return seq.thinking is not None and seq.thinking.inside

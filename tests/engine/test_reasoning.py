@@ -8,6 +8,7 @@ import pytest
 from engine import SamplingParams, load_model
 from engine.reasoning import ReasoningSplitter, ReasoningTags, split_reasoning
 from engine.request import RequestHandle
+from engine.sampling_params import Constraint
 from engine.serving.server import create_app
 from tests.live_server import serve_in_thread
 
@@ -93,6 +94,16 @@ def test_the_engine_closes_thinking_within_the_budget(engine):
     assert done.token_ids[5:5 + len(close)] == close
     reasoning, answer = split_reasoning(done.text, inside=True)
     assert "</think>" not in answer and reasoning
+
+
+def test_a_constraint_holds_the_answer_after_the_thinking_block(engine):
+    no_eos = {engine.tokenizer.eos_id: -100.0}
+    params = SamplingParams(max_tokens=30, max_reasoning_tokens=5, logit_bias=no_eos, temperature=1.0, seed=3,
+                            constraint=Constraint("choice", ("yes", "no")))
+    done = engine.generate(["Question: is 2 + 2 four? <think>"], params)[0]
+    reasoning, answer = split_reasoning(done.text, inside=True)
+    assert len(engine.tokenizer.encode(reasoning, add_bos=False)) >= 3  # thinking was free, not the grammar's
+    assert answer in ("yes", "no") and done.finish_reason == "stop"
 
 
 def test_the_server_returns_reasoning_content_whole_and_streamed(engine):
