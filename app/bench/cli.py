@@ -10,6 +10,8 @@ from ..cli_options import MODEL_OPTION
 from .gguf_shapes import SHAPES
 from .questions import SHIPPED_QUESTIONS
 
+SPECULATIVE_STRATEGIES = ("cot", "pal", "react")  # those with a shipped *_free template
+
 
 @click.group()
 def bench():
@@ -121,17 +123,19 @@ def _bench_shape(shape: str, work_dir: Path | None, prompt_tokens: int, new_toke
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Questions per strategy.")
 @click.option("--draft-tokens", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--strategy", "strategies", type=click.Choice(["cot", "pal", "react"]), multiple=True,
+@click.option("--strategy", "strategies", type=click.Choice(list(SPECULATIVE_STRATEGIES)), multiple=True,
               help="Repeatable (default: all three). ReAct uses the Wikipedia corpus `reason wiki import` made, else live.")
+@click.option("--deterministic", is_flag=True, help="Both sides in batch-invariant mode (drafts then change nothing).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def bench_speculative_command(ctx, model_path, questions_path, limit, draft_tokens, max_tokens, strategies, as_json):
+def bench_speculative_command(ctx, model_path, questions_path, limit, draft_tokens, max_tokens, strategies, deterministic,
+                              as_json):
     """Speculative decoding per strategy (CoT, PAL, ReAct), one question at a time: acceptance and speed-up."""
     from ..tools import wiki_problem, wiki_tool_factory
     from .questions import load_questions
-    from .speculative import STRATEGIES, bench_speculative
+    from .speculative import bench_speculative
 
-    strategies = strategies or tuple(STRATEGIES)
+    strategies = strategies or tuple(SPECULATIVE_STRATEGIES)
     if "react" in strategies and (problem := wiki_problem(ctx.obj)):
         raise click.ClickException(problem)
     try:
@@ -145,7 +149,7 @@ def bench_speculative_command(ctx, model_path, questions_path, limit, draft_toke
     if not as_json:
         click.echo(f"prompt-lookup drafts of {draft_tokens} tokens, greedy, questions: {source}")
     results = bench_speculative(questions, draft_tokens, max_tokens, model_path or ctx.obj.model_path, strategies,
-                                wiki_tool_factory(ctx.obj) if "react" in strategies else None, progress=show)
+                                wiki_tool_factory(ctx.obj) if "react" in strategies else None, deterministic, progress=show)
     if as_json:
         click.echo(json.dumps({"questions": source, "results": results}, indent=2))
 
