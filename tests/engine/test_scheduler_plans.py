@@ -205,6 +205,23 @@ def test_a_short_prompt_is_not_stuck_behind_a_long_one_and_the_long_one_never_st
     assert long.result(timeout=0)[0].token_ids == [7]
 
 
+def test_drafts_are_planned_only_while_few_sequences_decode():
+    from engine.scheduler import MAX_DRAFT_ROWS
+
+    s = scheduler(blocks=64)
+    for _ in range(MAX_DRAFT_ROWS + 1):
+        submit(s, [5, 6, 7, 5, 6, 7, 5, 6], max_tokens=8, draft_tokens=3)
+    drafted = []
+    while s.has_work():
+        plan = s.schedule()
+        decoding = [r for r in plan.rows if r.sampler is not None and len(r.token_ids) == 1 + len(r.draft)]
+        drafted.append((len(decoding), sum(len(r.draft) for r in decoding)))
+        s.update(plan, FakeRunner().execute(plan))
+    assert all(d == 0 for rows, d in drafted if rows > MAX_DRAFT_ROWS)
+    assert any(d for rows, d in drafted if rows <= MAX_DRAFT_ROWS)  # once the others finish, the last drafts
+    assert any(rows > MAX_DRAFT_ROWS for rows, _ in drafted)
+
+
 def test_drafting_backs_off_after_rejected_drafts_and_resumes_after_an_accepted_one():
     s, runner = scheduler(), FakeRunner()  # FakeRunner never confirms a draft: it emits one token per row
     handle = submit(s, [5, 6, 7, 5, 6, 7, 5, 6], max_tokens=40, draft_tokens=3)
