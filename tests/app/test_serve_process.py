@@ -2,7 +2,6 @@
 and a blank --api-key is refused rather than letting an empty bearer token in."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,13 +14,10 @@ from click.testing import CliRunner
 
 from app.cli import cli
 
+from .browser import free_port  # one free-port helper for the tests that start servers
+
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:

@@ -6,12 +6,7 @@ Screenshots go to test-artifacts/ui/ (the trace view at 1400 and 420 px: trace-1
 Tests run in file order on one page: later ones use runs the earlier ones made.
 """
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,14 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from .browser import ARTIFACTS, ROOT, browser_page, serving_app
+
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 WIKI = ROOT / "tests" / "prompts" / "fixtures" / "wiki_small.jsonl"
-ARTIFACTS = ROOT / "test-artifacts" / "ui"
-CHROMIUM = os.environ.get("REASON_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT_MS = 150_000  # one strategy run on 2 CPU cores, max 48 tokens per call
 QUESTIONS = {
     "direct": "What is 2 + 3?",
@@ -47,67 +39,20 @@ CONTRAST_JS = """([selector, pseudo]) => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    """Poll the app until it answers HTTP (model loading takes a few seconds)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)  # polling interval, not synchronisation
-    pytest.fail(f"the app did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     from prompts.wiki import import_corpus
 
     home = tmp_path_factory.mktemp("ui-home")
     import_corpus(str(WIKI), home / "wiki_corpus.db")  # where app/tools.py looks: ReAct runs offline
-    port = free_port()
-    log = home / "server.log"
-    env = {**os.environ, "REASON_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("REASON_MODEL", None)  # the default model
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app.ui", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_serving(url, process, log)
+    with serving_app(home) as url:
         yield url, home
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
 def page(app_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(app_url[0])
+    with browser_page(app_url[0]) as page:
         yield page
-        browser.close()
 
 
 def expect(locator):

@@ -6,24 +6,13 @@ Screenshot: test-artifacts/ui/experiments.png.
 """
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from app.store import Store
 from prompts.trace import Step, Trace
-from tests.app.test_ui_browser import (
-    ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    ROOT,
-    expect,
-    free_port,
-    open_tab,
-    wait_until_serving,
-)
+from tests.app.browser import ARTIFACTS, browser_page, serving_app
+from tests.app.test_ui_browser import expect, open_tab
 
 pytestmark = pytest.mark.browser
 
@@ -52,38 +41,14 @@ def seed(home) -> str:
 def app(tmp_path_factory):
     home = tmp_path_factory.mktemp("experiments-home")
     batch_id = seed(home)
-    port, log = free_port(), home / "server.log"
-    env = {**os.environ, "REASON_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("REASON_MODEL", None)
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app.ui", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_serving(url, process, log)
+    with serving_app(home) as url:
         yield url, home, batch_id
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
 def page(app):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM or not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page.set_default_timeout(30_000)
-        page.goto(app[0])
+    with browser_page(app[0], accept_downloads=True) as page:
         yield page
-        browser.close()
 
 
 def pick(page, elem_id: str, option: str) -> None:

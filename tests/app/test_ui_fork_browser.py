@@ -5,16 +5,14 @@ The store is seeded before the app starts with one chain-of-thought run whose st
 log-probabilities, so the test does not wait for a first run; the fork of that one step needs no model
 call, a branch continues for at most 8 tokens. Screenshots go to test-artifacts/ui/ (fork.png, branch.png).
 """
-import os
-import subprocess
-import sys
 
 import pytest
 
 from app.store import Store
 from prompts.trace import Step, Trace
 
-from .test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, expect, free_port, open_tab, textbox, wait_until_serving
+from .browser import ARTIFACTS, browser_page, serving_app
+from .test_ui_browser import expect, open_tab, textbox
 
 pytestmark = pytest.mark.browser
 
@@ -42,38 +40,14 @@ def seed(home) -> str:
 def served(tmp_path_factory):
     home = tmp_path_factory.mktemp("fork-home")
     run_id = seed(home)
-    port, log = free_port(), home / "server.log"
-    env = {**os.environ, "REASON_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("REASON_MODEL", None)
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app.ui", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_serving(url, process, log)
+    with serving_app(home) as url:
         yield url, run_id
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
 def page(served):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(served[0])
+    with browser_page(served[0]) as page:
         yield page
-        browser.close()
 
 
 def open_run(page, run_id: str) -> None:

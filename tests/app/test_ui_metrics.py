@@ -1,5 +1,4 @@
 """The web app's process serves the engine's Prometheus metrics at GET /metrics (unless turned off)."""
-import socket
 
 import httpx
 import pytest
@@ -7,11 +6,7 @@ import pytest
 from app.settings import Settings
 from app.ui.server import launch
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .browser import free_port  # one free-port helper for the tests that start servers
 
 
 @pytest.mark.parametrize("metrics", [True, False])
