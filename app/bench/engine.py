@@ -268,7 +268,8 @@ def _report(workload: Workload, ours: dict, theirs: dict, device: str, load_befo
              "batch_prompt_tokens_mean": statistics.mean(map(len, workload.batch_ids)),
              "questions": workload.questions_source}
     return {"model": workload.model_path, "gguf_bytes": os.path.getsize(workload.model_path), "device": device,
-            "threads": os.cpu_count(), "load_average_before": load_before, "workload": shape,
+            "threads": workload.sizes.threads or os.cpu_count(), "cores": os.cpu_count(),
+            "load_average_before": load_before, "workload": shape,
             "ours": ours, "llamacpp": theirs, "ratios": ratios,
             "targets": {k: {"min_ratio": v, "met": ratios[k] is not None and ratios[k] >= v} for k, v in TARGETS.items()}}
 
@@ -290,13 +291,14 @@ def format_table(report: dict) -> str:
         cells = [_cell(s[side][key], fmt, scale[0] if scale else 1) for side in ("ours", "llamacpp")]
         ratio = s["ratios"].get(key)
         lines.append(f"{label:<44} {cells[0]:>10} {cells[1]:>10} {_cell(ratio, '{:.2f}x', 1):>7}{note}")
+    cores = s.get("cores", s["threads"])  # reports before --threads had one number
     lines += [f"model {Path(s['model']).name}: {s['gguf_bytes'] / 2**20:.1f} MiB GGUF; device {s['device']}; "
-              f"{s['threads']} threads",
+              f"{s['threads']} threads of {cores} cores",
               f"few-shot prefix {w['few_shot_prefix_tokens']} tokens, batch prompts {w['batch_prompt_tokens_mean']:.0f} "
               f"tokens on average; questions: {w['questions']}",
               f"1-min load average before each side: ours {s['load_average_before']['ours']:.1f}, "
               f"llama.cpp {s['load_average_before']['llamacpp']:.1f}"
-              + (" (machine busy: numbers are noisy)" if max(s["load_average_before"].values()) > s["threads"] else ""),
+              + (" (machine busy: numbers are noisy)" if max(s["load_average_before"].values()) > cores else ""),
               "targets: " + ", ".join(f"{k} >= {t['min_ratio']}x {'met' if t['met'] else 'NOT met'}"
                                       for k, t in s["targets"].items())]
     if s.get("busy_neighbour"):
