@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..lineage import lineage_line
 from .outcome import badge, outcome_of
 from .tokens import coloured_output, legend, low_confidence, token_strip
-from .waterfall import waterfall
+from .waterfall import tokens_per_second, waterfall
 
 ACTION = re.compile(r"Action\s*\d*\s*:\s*((?:Search|Lookup|Finish)\s*\[.*?\])", re.IGNORECASE | re.DOTALL)
 esc = html.escape
@@ -58,7 +58,7 @@ def _timing(step: dict) -> str:
     seconds = (step.get("duration_ms") or 0) / 1000
     if step["kind"] != "llm":
         return f"{seconds:.2f} s" if seconds else ""
-    rate = f" · {step['completion_tokens'] / seconds:.0f} tok/s" if seconds > 0 and step["completion_tokens"] else ""
+    rate = f" · {tokens_per_second(step['completion_tokens'], seconds)}" if seconds > 0 and step["completion_tokens"] else ""
     cached = (step.get("meta") or {}).get("cached_prompt_tokens")
     reused = f" ({cached} from cache)" if cached else ""
     return f"{seconds:.2f} s · {step['prompt_tokens']} prompt{reused} + {step['completion_tokens']} completion tokens{rate}"

@@ -41,7 +41,7 @@ def bars(steps: list[dict], labels: list[tuple[str, str]]) -> list[Bar]:
 def _rate(bar: Bar) -> str:
     if not bar.tokens:
         return f"{bar.seconds:.2f} s"
-    speed = f" · {bar.tokens / bar.seconds:.0f} tok/s" if bar.seconds > 0 else ""
+    speed = f" · {tokens_per_second(bar.tokens, bar.seconds)}" if bar.seconds > 0 else ""
     return f"{bar.seconds:.2f} s · {bar.tokens} tok{speed}"
 
 
@@ -68,3 +68,9 @@ def waterfall(steps: list[dict], labels: list[tuple[str, str]]) -> str:
     rows = "".join(_row(bar, total) for bar in timed)
     return (f'<details class="waterfall" open><summary>Timing: {len(timed)} calls over {total:.2f} s</summary>'
             f'{rows}{_axis(total)}</details>')
+
+
+def tokens_per_second(tokens: int, seconds: float) -> str:
+    """'45 tok/s', or with a decimal below 10 (a 7B on a CPU makes 0.4, not 0)."""
+    rate = tokens / seconds
+    return f"{rate:.0f} tok/s" if rate >= 10 else f"{rate:.1f} tok/s"

@@ -86,7 +86,13 @@ def test_sampled_paths_are_bars_that_start_together_with_their_own_lengths():
     sandbox = step(2, "tool", "sandbox", meta={"started_at": 101.0}, duration_ms=50.0)
     timed = bars([*paths, sandbox], [("Program", "program")] * 2 + [("Sandbox output", "sandbox")])
     assert [(b.start_s, b.seconds) for b in timed] == [(0.0, 0.9), (0.0, 0.3), (1.0, 0.05)]
-    assert "5 tok · 6 tok/s" in waterfall(paths, [("Program", "program")] * 2)
+    assert "5 tok · 5.6 tok/s" in waterfall(paths, [("Program", "program")] * 2)
+
+
+def test_slow_rates_keep_a_decimal():  # a 7B on a CPU: 8 tokens in 19.5 s is 0.4 tok/s, not 0
+    from app.ui.waterfall import tokens_per_second
+
+    assert [tokens_per_second(8, 19.49), tokens_per_second(450, 10.0)] == ["0.4 tok/s", "45 tok/s"]
 
 
 def test_steps_stored_without_a_start_follow_each_other():
