@@ -264,12 +264,16 @@ def test_the_trace_view_of_a_self_consistency_run(page):
     starts = trace.locator(".wf-bar.kind-program").evaluate_all("bars => bars.map(b => b.style.left)")
     assert starts[0] == starts[1] == starts[2], starts  # the sampled paths start together, each with its own time
     trace.locator(".steps .tok.p-vlow").first.hover()  # a token the model was unsure of: its alternatives show
+    conversation = page.locator("#chat-history").bounding_box()
+    assert trace.bounding_box()["x"] >= conversation["x"] + conversation["width"]  # beside it, not below the fold
     page.screenshot(path=str(ARTIFACTS / "trace-1400.png"), full_page=True)
     page.set_viewport_size({"width": 420, "height": 900})
     try:
         strategy, question = page.locator("#chat-strategy").bounding_box(), page.locator("#chat-question").bounding_box()
         assert strategy["y"] < question["y"]  # on a narrow screen the strategy selector sits above the question
         trace.scroll_into_view_if_needed()
+        cut = trace.locator(".wf-label").evaluate_all("labels => labels.filter(l => l.scrollWidth > l.clientWidth).length")
+        assert cut == 0  # the waterfall's labels wrap on a narrow screen instead of ending in "…"
         page.screenshot(path=str(ARTIFACTS / "trace-420.png"), full_page=True)
     finally:
         page.set_viewport_size({"width": 1400, "height": 1000})
