@@ -128,6 +128,12 @@ def _write_tensor(f, dims: tuple[int, ...], kind: str, rng: np.random.Generator)
 def _metadata(writer, shape: Shape, recipe: str) -> None:
     writer.add_name(f"random {recipe}")
     writer.add_file_type(FILE_TYPES[recipe])
+    write_llama_header(writer, shape, synthetic_vocab(shape.vocab_size))
+
+
+def write_llama_header(writer, shape, vocab: tuple[list[str], list[float], list[int]]) -> None:
+    """A LLaMA-family file's hyperparameters (from `shape`: context, dim, n_layers, hidden_dim, n_heads,
+    n_kv_heads) and its SentencePiece vocabulary (<unk> 0, <s> 1, </s> 2); the tests' tiny files use it too."""
     writer.add_context_length(shape.context)
     writer.add_embedding_length(shape.dim)
     writer.add_block_count(shape.n_layers)
@@ -137,7 +143,7 @@ def _metadata(writer, shape: Shape, recipe: str) -> None:
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_freq_base(10000.0)
     writer.add_rope_dimension_count(shape.dim // shape.n_heads)
-    pieces, scores, types = synthetic_vocab(shape.vocab_size)
+    pieces, scores, types = vocab
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(pieces)

@@ -13,6 +13,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from app.bench.gguf_shapes import write_llama_header
+
 CORPUS = """The quick brown fox jumps over the lazy dog. A farmer has 12 cows and sells 5 of them.
 How many apples are left if Mary eats 3 of 10? Paris is the capital of France; Berlin of Germany.
 def solution():
@@ -94,25 +96,7 @@ def write_tiny_llama(path: Path, vocab: tuple[list[str], list[float], list[int]]
     pieces, scores, types = vocab
     head_dim = shape.dim // shape.n_heads
     writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_context_length(shape.context)
-    writer.add_embedding_length(shape.dim)
-    writer.add_block_count(shape.n_layers)
-    writer.add_feed_forward_length(shape.hidden_dim)
-    writer.add_head_count(shape.n_heads)
-    writer.add_head_count_kv(shape.n_kv_heads)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(pieces)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
-    writer.add_add_bos_token(True)
-    writer.add_add_space_prefix(True)
+    write_llama_header(writer, shape, vocab)
     if metadata is not None:
         metadata(writer)
 
