@@ -14,7 +14,7 @@ import time
 
 from prompts.template import load_shipped
 
-from ..backends import engine_chat_model
+from ..backends import engine_chat_model, model_fingerprint
 from ..runner import run_question
 
 
@@ -26,12 +26,13 @@ def bench_speculative(questions: list[str], draft_tokens: int = 4, max_tokens: i
     from engine import load_model
 
     engine = load_model(model_path)
+    fingerprint = model_fingerprint(engine.path)  # once, not per strategy and side
     results = []
     for strategy in strategies:
         template = load_shipped(f"{strategy}_free")  # the shipped template without a grammar
         knobs = {"max_tokens": max_tokens, "deterministic": deterministic or None}
-        plain = engine_chat_model(engine, knobs)
-        drafting = engine_chat_model(engine, {**knobs, "draft_tokens": draft_tokens})
+        plain = engine_chat_model(engine, knobs, fingerprint)
+        drafting = engine_chat_model(engine, {**knobs, "draft_tokens": draft_tokens}, fingerprint)
         row = {"strategy": strategy, "template": template.name, "questions": len(questions), "draft_tokens": draft_tokens,
                "plain_s": 0.0, "draft_s": 0.0, "plain_tokens": 0, "draft_tokens_out": 0, "drafted": 0, "accepted": 0,
                "same_answer": 0}
