@@ -8,6 +8,7 @@ import sys
 import click
 
 from .bench.cli import bench
+from .cli_cache import cache
 from .cli_experiments import batch, batches, compare, sc_replay
 from .cli_options import (
     API_KEY_OPTION,
@@ -237,7 +238,7 @@ def serve(ctx, host, port, api_key, max_body_mb, metrics, model_path, device, dt
         engine.close()
 
 
-for command in (runs, templates, wiki, bench, perplexity, batch, compare, batches, sc_replay):
+for command in (runs, templates, wiki, bench, perplexity, batch, compare, batches, sc_replay, cache):
     cli.add_command(command)
 
 

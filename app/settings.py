@@ -19,6 +19,13 @@ def _otlp_traces_url(environ) -> str | None:
     return f"{base.rstrip('/')}/v1/traces" if base else None
 
 
+def _weight_cache(value: str | None, home: Path) -> Path | None:
+    """REASON_WEIGHT_CACHE: a folder, or "off"; unset: `weights` under the home."""
+    if value is None or not value.strip():
+        return home / "weights"
+    return None if value.strip().lower() in ("off", "0", "false", "no") else Path(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path  # all state (database, caches, edited templates) lives under here
@@ -31,15 +38,18 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)  # its bearer token; also the key `reason serve` requires
     otel_traces_url: str | None = None  # runs are exported there as OpenTelemetry spans (app/telemetry.py); None: not
     otel_capture_content: bool = False  # spans carry prompts, completions and tool input/output too
+    weight_cache: Path | None = None  # packed weights kept here between loads (engine/weight_cache.py); None: not kept
 
     def engine_options(self) -> dict:
         """Keyword arguments for engine.load_model besides the path."""
-        return {"device": self.device, "dtype": self.dtype, "weights": self.weights, "kv_cache_mb": self.kv_cache_mb}
+        return {"device": self.device, "dtype": self.dtype, "weights": self.weights, "kv_cache_mb": self.kv_cache_mb,
+                "weight_cache": self.weight_cache}
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Settings:
+        home = Path(environ.get("REASON_HOME") or _default_home())
         return cls(
-            home=Path(environ.get("REASON_HOME") or _default_home()),
+            home=home,
             model_path=environ.get("REASON_MODEL") or None,
             device=environ.get("REASON_DEVICE", "auto"),
             dtype=environ.get("REASON_DTYPE") or None,
@@ -49,6 +59,7 @@ class Settings:
             api_key=environ.get("REASON_API_KEY") or None,
             otel_traces_url=_otlp_traces_url(environ),
             otel_capture_content=environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() == "true",
+            weight_cache=_weight_cache(environ.get("REASON_WEIGHT_CACHE"), home),
         )
 
     def with_overrides(self, **overrides) -> Settings:

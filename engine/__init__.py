@@ -12,7 +12,7 @@ _WHERE = {
     "Completion": "completion", "ContextLengthError": "completion", "ParamError": "completion",
     "ModelFileError": "gguf_file", "ModelArgs": "model",
     "QueueFullError": "request", "RequestHandle": "request", "TokenEvent": "request",
-    "SamplingParams": "sampling_params",
+    "SamplingParams": "sampling_params", "WeightCache": "weight_cache",
 }
 __all__ = sorted(_WHERE)
 

@@ -24,6 +24,7 @@ from .sampling import SamplingParams
 from .scheduler import Scheduler
 from .step_loop import StepLoop
 from .tokenizer import Tokenizer
+from .weight_cache import WeightCache
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class Engine:
     """One model in memory: tokenize, chat-format, score (logits) and generate."""
 
     def __init__(self, gguf: GGUFFile, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool,
-                 weights: str = "dense", kv_cache_mb: float | None = None, max_batch: int = 64):
+                 weights: str = "dense", kv_cache_mb: float | None = None, max_batch: int = 64,
+                 weight_cache: WeightCache | None = None):
         self.path = gguf.path
         self.args: ModelArgs = model_args(gguf)
         self.tokenizer = Tokenizer.from_gguf(gguf)
@@ -71,8 +73,10 @@ class Engine:
         self.chat_template = ChatTemplate(gguf.get("tokenizer.chat_template"),
                                           token_text(self.tokenizer.bos_id), token_text(self.tokenizer.eos_id))
         # built on the compute thread, which does all tensor work (see compute.py)
-        self.model = COMPUTE.call(build_transformer, gguf, self.args, device, dtype, llama_cpp_numerics, weights=weights)
+        self.model = COMPUTE.call(build_transformer, gguf, self.args, device, dtype, llama_cpp_numerics, weights=weights,
+                                  weight_cache=weight_cache)
         self.device, self.dtype, self.weights = device, dtype, weights
+        self.weight_cache = weight_cache
         self.pool = self._kv_pool(kv_cache_mb)
         self.reasoning_tags = ReasoningTags.of_template(gguf.get("tokenizer.chat_template"))
         self.constraints = ConstraintCompiler(self.tokenizer)
@@ -119,7 +123,10 @@ class Engine:
         return self.loop.stats()
 
     def close(self) -> None:
+        """Stop the scheduler thread; wait for a weight cache entry this load is still writing."""
         self.loop.close()
+        if self.weight_cache is not None:
+            self.weight_cache.wait()
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         return self.chat_template.render(messages, add_generation_prompt)
@@ -185,7 +192,8 @@ def model_info(path: str | Path | None = None, check_tensors: bool = False) -> d
 
 def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None,
                llama_cpp_numerics: bool | None = None, weights: str | None = None,
-               kv_cache_mb: float | None = None, max_batch: int = 64, deterministic: bool = False) -> Engine:
+               kv_cache_mb: float | None = None, max_batch: int = 64, deterministic: bool = False,
+               weight_cache: str | Path | None = None) -> Engine:
     """Load a LLaMA-family GGUF (None: the default SmolLM2-135M-Instruct shipped with the package).
 
     dtype (default: bfloat16 on GPUs and on CPUs with fast bf16, else float32).
@@ -196,6 +204,8 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
     kv_cache_mb: the paged KV pool's budget (default 2048, at least one full context).
     deterministic: every request batch-invariant (as SamplingParams.deterministic): the same tokens
     alone or in any batch, at some speed (README, "Batch-invariant mode").
+    weight_cache: a folder where packed weights are kept (weight_cache.py): a second load of the same
+    file maps them instead of packing (None: pack at every load).
     """
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
@@ -204,6 +214,7 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
         llama_cpp_numerics = dtype == torch.float32
     if weights is None:
         weights = "packed" if device.type == "cpu" and dtype == torch.bfloat16 and not llama_cpp_numerics else "dense"
-    engine = Engine(gguf, device, dtype, llama_cpp_numerics, weights, kv_cache_mb, max_batch)
+    engine = Engine(gguf, device, dtype, llama_cpp_numerics, weights, kv_cache_mb, max_batch,
+                    WeightCache(weight_cache) if weight_cache is not None else None)
     engine.deterministic = deterministic
     return engine

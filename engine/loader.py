@@ -19,9 +19,10 @@ from .dequant import UnsupportedTensorType, block_mins, dequantize, type_name
 from .gguf_file import GGUFFile, ModelFileError
 from .metadata_bounds import check_heads, check_rope_table, check_vocab, checked
 from .model import ModelArgs, Transformer, rope_table
-from .packing import drop_file_pages, pack_model
+from .packing import ModelPacking, drop_file_pages
 from .rope import ROPE_SCALINGS, RopeScaling
 from .tensor_check import check_tensors
+from .weight_cache import WeightCache
 
 log = logging.getLogger(__name__)
 
@@ -163,22 +164,29 @@ def _load_tensor(gguf: GGUFFile, name: str) -> torch.Tensor:
 
 
 def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dtype: torch.dtype,
-                      llama_cpp_numerics: bool = False, weights: str = "dense") -> Transformer:
+                      llama_cpp_numerics: bool = False, weights: str = "dense",
+                      weight_cache: WeightCache | None = None) -> Transformer:
     """Assemble the model from the GGUF's weights on `device`, computing in `dtype`.
 
     `weights`: "dense" dequantizes every weight into `dtype`; "packed" (CPU, bfloat16 only) keeps
     the attention and feed-forward weights, and an untied output head, low-bit as PackedLinear,
     packed from the mapped file on loader threads (packing.py); untied token embeddings are read
     from the mapped file per lookup, tied ones share the head's int8 table.
+    `weight_cache`: packed layers are mapped from its entry for this file when there is one (the file was
+    checked when the entry was written), else packed into a new entry (weight_cache.py).
     `llama_cpp_numerics`: round each linear layer's input as llama.cpp does for that weight type.
     """
     _check_weights(weights, torch.device(device), dtype, llama_cpp_numerics)
     mapping = check_layout(gguf, args)
-    check_tensors(gguf)  # NaN/inf weights or scales: ~0.3 s per GB, before anything is built from them
     with _MetaParameters():
         model = Transformer(args)
-    if weights == "packed":
-        mapping = pack_model(model, gguf, mapping)  # packing.py: the linears and token embeddings
+    packing = ModelPacking(model, gguf, mapping) if weights == "packed" else None  # the linears and token embeddings
+    if packing is None or not packing.load_cached(weight_cache):
+        check_tensors(gguf)  # NaN/inf weights or scales: ~0.3 s per GB, before anything is built from them
+        if packing is not None:
+            packing.pack(weight_cache)
+    if packing is not None:
+        mapping = packing.rest
     state = {}
     for gguf_name, our_name in mapping.items():
         state[our_name] = _load_tensor(gguf, gguf_name).to(device=device, dtype=dtype)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,11 +33,13 @@ from .quant_linear import (
     int4_exact,
     reference_packed_linear,
 )
+from .weight_cache import ArraySpec, WeightCache
 
 # (fused module, its parts) computed as one matmul: q|k|v and gate|up
 FUSED = {"attention.wqkv": ("attention.wq", "attention.wk", "attention.wv"),
          "feed_forward.w13": ("feed_forward.w1", "feed_forward.w3")}
 MAX_THREADS = 4
+PACKING_VERSION = 1  # part of a weight cache entry's key: change it whenever the packed bytes would change
 SLAB_BYTES = 8 << 20  # GGUF bytes mapped at once per thread
 
 
@@ -68,10 +70,21 @@ class Part:
 
 @dataclass
 class Job:
-    """Pack `parts` (weights of one input, outputs concatenated) as `format`; `install` puts the result in place."""
+    """Pack `parts` (weights of one input, outputs concatenated) as module `name` in `format`; `install` puts
+    the result in place."""
+    name: str
     parts: list[Part]
     format: str  # "int4" or "int8"
     install: Callable[[PackedLinear], None] = lambda layer: None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # what run() packed, for a weight cache
+
+    @property
+    def in_features(self) -> int:
+        return self.parts[0].shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return sum(p.shape[0] for p in self.parts)
 
     def in_numpy(self) -> bool:
         """Whether the fast numpy packers take it (and so may run on a loader thread)."""
@@ -80,14 +93,33 @@ class Job:
         layout = cpu_int4_layout()
         return layout is not None and all(p.shape[0] % layout.block_rows == 0 for p in self.parts[:-1])
 
+    def specs(self) -> list[ArraySpec]:
+        """The arrays the numpy packers fill: int4 codes (n, k / 2) and bf16 (scale, zero) pairs (k / 32, n, 2);
+        int8 codes (n, k rounded up to 16) and one bf16 scale per row."""
+        n, k = self.out_features, self.in_features
+        if self.format == "int4":
+            return [ArraySpec.of(f"{self.name}.packed_weight", (n, k // 2), np.uint8),
+                    ArraySpec.of(f"{self.name}.scales", (k // GROUP_SIZE, n, 2), np.int16)]
+        return [ArraySpec.of(f"{self.name}.packed_weight", (n, k + -k % INT8_K_MULTIPLE), np.int8),
+                ArraySpec.of(f"{self.name}.scales", (n,), np.int16)]
+
     def run(self) -> PackedLinear:
+        """Pack into new memory; the numpy packers' arrays stay in `self.arrays` (named as specs() names them)."""
         if not self.in_numpy():
             try:
                 return reference_packed_linear([(p.data, p.ggml_type, p.shape, p.name) for p in self.parts])
             finally:
                 for part in self.parts:
                     pages.drop(part.data)
-        return _int4(self.parts) if self.format == "int4" else _int8(self.parts)
+        self.arrays = arrays = {spec.name: pages.empty(spec.shape, spec.dtype) for spec in self.specs()}
+        weight, scales = (arrays[spec.name] for spec in self.specs())
+        (_int4 if self.format == "int4" else _int8)(self.parts, weight, scales)
+        return self.layer(arrays)
+
+    def layer(self, arrays: dict[str, np.ndarray]) -> PackedLinear:
+        """The PackedLinear over packed `arrays` (this job's specs)."""
+        weight, scales = (torch.from_numpy(arrays[spec.name]) for spec in self.specs())
+        return PackedLinear(self.in_features, self.out_features, self.format, weight, scales.view(torch.bfloat16))
 
 
 def weight_format(parts: list[Part]) -> str | None:
@@ -101,29 +133,24 @@ def weight_format(parts: list[Part]) -> str | None:
 def pack_linear(parts: list[Part]) -> PackedLinear | None:
     """One PackedLinear for `parts` (one weight, or several of one input fused); None when they would not fuse."""
     fmt = weight_format(parts)
-    return None if fmt is None else Job(parts, fmt).run()
+    return None if fmt is None else Job("linear", parts, fmt).run()
 
 
-def _int4(parts: list[Part]) -> PackedLinear:
-    n, k = sum(p.shape[0] for p in parts), parts[0].shape[1]
-    weight = pages.empty((n, k // 2), np.uint8)
-    scales = pages.empty((k // GROUP_SIZE, n, 2), np.int16)  # bf16 (scale, zero) pairs, as the kernel reads them
+def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray) -> None:
+    """Fill weight (n, k / 2) uint8 and scales (k / 32, n, 2) int16 (bf16 bits of (scale, zero), as the
+    kernel reads them)."""
     pairs, layout = scales.view(np.uint32)[..., 0], cpu_int4_layout()  # pairs: (groups, n), one uint32 each
     for at, rows, kind in _slabs(parts, layout.block_rows):
         end = at + rows.shape[0]
         pack_int4(rows, Q4_FORMATS[kind], layout, weight[at:end])
         scales_and_zeros_into(rows, kind, pairs[:, at:end])
-    return PackedLinear(k, n, "int4", torch.from_numpy(weight), torch.from_numpy(scales).view(torch.bfloat16))
 
 
-def _int8(parts: list[Part]) -> PackedLinear:
-    n, k = sum(p.shape[0] for p in parts), parts[0].shape[1]
-    codes = pages.empty((n, k + -k % INT8_K_MULTIPLE), np.int8)
-    scales = np.empty(n, np.int16)
+def _int8(parts: list[Part], codes: np.ndarray, scales: np.ndarray) -> None:
+    """Fill codes (n, k rounded up) int8 and scales (n,) int16 (bf16 bits)."""
     for at, rows, kind in _slabs(parts, 1):
         end = at + rows.shape[0]
         int8_rows_into(rows, kind, codes[at:end], scales.view(np.uint16)[at:end])
-    return PackedLinear(k, n, "int8", torch.from_numpy(codes), torch.from_numpy(scales).view(torch.bfloat16))
 
 
 def _slabs(parts: list[Part], multiple: int):
@@ -143,17 +170,43 @@ def _slabs(parts: list[Part], multiple: int):
         at += rows.shape[0]
 
 
-def pack_model(model: Transformer, gguf: GGUFFile, mapping: dict[str, str]) -> dict[str, str]:
-    """Put packed layers in `model` for the token embeddings and every linear weight in `mapping`
-    (GGUF name -> our parameter name); return the rest of the mapping (norms) for dense loading."""
-    rest = dict(mapping)
-    jobs = _embedding_jobs(model, gguf, rest) + _fused_jobs(model, gguf, rest) + _linear_jobs(model, gguf, rest)
-    jobs.sort(key=lambda job: -sum(p.data.nbytes for p in job.parts))  # largest first: the threads finish together
-    try:
-        _run_all(jobs)
-    except ValueError as exc:  # a tensor whose bytes do not match its type and shape, or an unknown type
-        raise ModelFileError(f"{gguf.path}: {exc}") from exc
-    return rest
+class ModelPacking:
+    """The packed layers of one model: planned from the tensor directory (nothing read), then mapped from a
+    weight cache entry or packed from the file (into a new entry when a cache is given)."""
+
+    def __init__(self, model: Transformer, gguf: GGUFFile, mapping: dict[str, str]):
+        self.gguf = gguf
+        self.rest = dict(mapping)  # what is left for dense loading (norms)
+        self.jobs = _embedding_jobs(model, gguf, self.rest) + _fused_jobs(model, gguf, self.rest) \
+            + _linear_jobs(model, gguf, self.rest)
+        self.jobs.sort(key=lambda job: -sum(p.data.nbytes for p in job.parts))  # largest first: threads end together
+        self.cacheable = all(job.in_numpy() for job in self.jobs)  # the torch reference's arrays are its own
+        self.specs = [spec for job in self.jobs for spec in job.specs()] if self.cacheable else []
+
+    def load_cached(self, cache: WeightCache | None) -> bool:
+        """Install every layer from `cache`'s entry for this file; False (nothing installed) when there is none."""
+        if cache is None or not self.cacheable:
+            return False
+        arrays = cache.open(self._key(cache), self.specs)
+        if arrays is None:
+            return False
+        for job in self.jobs:
+            job.install(job.layer(arrays))
+        return True
+
+    def pack(self, cache: WeightCache | None = None) -> None:
+        """Pack every layer from the file; with a `cache` that has room, then write them to a new entry
+        in the background."""
+        try:
+            _run_all(self.jobs)
+        except ValueError as exc:  # a tensor whose bytes do not match its type and shape, or an unknown type
+            raise ModelFileError(f"{self.gguf.path}: {exc}") from exc
+        writer = cache.create(self._key(cache), self.specs, self.gguf.path) if cache and self.cacheable else None
+        if writer is not None:
+            writer.start({name: array for job in self.jobs for name, array in job.arrays.items()})
+
+    def _key(self, cache: WeightCache) -> str:
+        return cache.key(self.gguf.path, f"packing {PACKING_VERSION}, torch {torch.__version__}, {cpu_int4_layout()}")
 
 
 def drop_file_pages(gguf: GGUFFile) -> None:
@@ -196,7 +249,7 @@ def _embedding_jobs(model: Transformer, gguf: GGUFFile, rest: dict[str, str]) ->
     def install(table: PackedLinear) -> None:
         model.tok_embeddings, model.output = Int8Embedding(table), table
 
-    return [Job([part], "int8", install)]
+    return [Job("tok_embeddings", [part], "int8", install)]
 
 
 def _fused_jobs(model: Transformer, gguf: GGUFFile, rest: dict[str, str]) -> list[Job]:
@@ -209,7 +262,7 @@ def _fused_jobs(model: Transformer, gguf: GGUFFile, rest: dict[str, str]) -> lis
             fmt = weight_format(parts)
             if fmt is None:
                 continue  # mixed formats (e.g. Q4_K with a Q6_K attn_v): each layer keeps its own
-            jobs.append(Job(parts, fmt, _installer(layer, fused_name, part_names)))
+            jobs.append(Job(f"layers.{i}.{fused_name}", parts, fmt, _installer(layer, fused_name, part_names)))
             for part in parts:
                 del rest[part.name]
     return jobs
@@ -231,7 +284,8 @@ def _linear_jobs(model: Transformer, gguf: GGUFFile, rest: dict[str, str]) -> li
         if not isinstance(module, Linear):
             continue
         part = _part(gguf, gguf_name, tuple(module.weight.shape))
-        jobs.append(Job([part], weight_format([part]), lambda layer, name=module_name: model.set_submodule(name, layer)))
+        jobs.append(Job(module_name, [part], weight_format([part]),
+                        lambda layer, name=module_name: model.set_submodule(name, layer)))
         del rest[gguf_name]
     return jobs
 

@@ -96,3 +96,10 @@ def _mapping_under(view: np.ndarray) -> mmap.mmap | None:
             return inner
         obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)  # np.frombuffer: via a memoryview
     return None
+
+
+def prefault(view: np.ndarray) -> None:
+    """Map every page under `view` now (from the page cache, or the disk), in one call, so that the first
+    computation over it does not fault page by page."""
+    if not _madvise(view, MADV_POPULATE_READ):
+        _madvise(view, mmap.MADV_WILLNEED)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 
@@ -10,3 +12,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_weight_cache(tmp_path_factory):
+    """One weight cache for the session's `reason` commands and app subprocesses (their REASON_HOMEs are
+    per test): each model is packed once, then mapped, as a user's loads are."""
+    folder = tmp_path_factory.mktemp("weight-cache")
+    before = os.environ.get("REASON_WEIGHT_CACHE")
+    os.environ["REASON_WEIGHT_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["REASON_WEIGHT_CACHE"]
+    else:
+        os.environ["REASON_WEIGHT_CACHE"] = before

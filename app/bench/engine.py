@@ -114,8 +114,20 @@ def _ours_times(engine, ids: list[int], params) -> tuple[float, float, int]:
     return times[0], times[-1], len(times)
 
 
+def first_load(model_path: str | None, device: str, weight_cache: str) -> float:
+    """Seconds to load with this model's weight cache entry removed first: packing, as a model's first load does
+    (the entry is then written in the background, and this process waits for it at exit)."""
+    from engine import WeightCache, load_model
+    from engine.loader import default_model_path
+
+    WeightCache(weight_cache).forget(model_path or default_model_path())
+    started = time.perf_counter()
+    load_model(model_path, device=device, weight_cache=weight_cache).close()
+    return time.perf_counter() - started
+
+
 def run_ours(model_path: str | None, device: str, sizes: Sizes, questions: tuple[list[str], str],
-             verbose: bool) -> tuple[Workload, dict]:
+             verbose: bool, weight_cache: str | None = None) -> tuple[Workload, dict]:
     """Load our engine, build the shared workload with its tokenizer, and measure every metric."""
     if sizes.threads:
         import torch
@@ -124,7 +136,7 @@ def run_ours(model_path: str | None, device: str, sizes: Sizes, questions: tuple
     from engine import load_model
 
     started = time.perf_counter()
-    engine = load_model(model_path, device=device)
+    engine = load_model(model_path, device=device, weight_cache=weight_cache)
     load_s = time.perf_counter() - started
     try:
         workload = build_workload(engine, str(engine.path), device, sizes, *questions)
@@ -227,20 +239,26 @@ def _in_child(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-RATIOS = ("prefill_tok_s", "decode_tok_s", "ttft_s", "batch_tok_s", "peak_rss_bytes", "load_s")
+RATIOS = ("prefill_tok_s", "decode_tok_s", "ttft_s", "batch_tok_s", "peak_rss_bytes", "load_s", "first_load_s")
 TARGETS = {"batch_tok_s": 5.0, "decode_tok_s": 1.0}  # ours/llama.cpp with the default model
 
 
 def bench_engine(model_path: str | None = None, device: str = "cpu", sizes: Sizes = Sizes(),
-                 verbose: bool = False, questions_path: Path = SHIPPED_QUESTIONS, busy_core: bool = False) -> dict:
+                 verbose: bool = False, questions_path: Path = SHIPPED_QUESTIONS, busy_core: bool = False,
+                 weight_cache: Path | None = None) -> dict:
     """Run ours, then llama.cpp (never at once: they would share the cores), and compare.
 
     `busy_core`: a busy-loop neighbour holds one core throughout, as a browser or a build would.
+    `weight_cache`: ours loads as users' commands do, mapping the packed weights its first load (timed
+    in a child of its own before) wrote there; None: ours packs at load.
     """
     questions = load_questions(max(sizes.batch_size, 200), questions_path)  # read here: a bad file fails before loading
+    cache = str(weight_cache) if weight_cache is not None else None
     with _busy_neighbour(busy_core):
+        first_load_s = _in_child(first_load, model_path, device, cache) if cache is not None and device == "cpu" else None
         load_before = {"ours": os.getloadavg()[0]}  # other work on the machine skews both sides
-        workload, ours = _in_child(run_ours, model_path, device, sizes, questions, verbose)
+        workload, ours = _in_child(run_ours, model_path, device, sizes, questions, verbose, cache)
+        ours["first_load_s"] = first_load_s
         load_before["llamacpp"] = os.getloadavg()[0]
         theirs = _in_child(run_llama_cpp, workload, verbose)
     report = _report(workload, ours, theirs, device, load_before)
@@ -263,7 +281,8 @@ def _busy_neighbour(on: bool):
 
 
 def _report(workload: Workload, ours: dict, theirs: dict, device: str, load_before: dict) -> dict:
-    ratios = {k: ours[k] / theirs[k] if ours[k] and theirs[k] else None for k in RATIOS}
+    theirs = {**theirs, "first_load_s": theirs["load_s"]}  # llama.cpp loads the same way every time
+    ratios = {k: ours[k] / theirs[k] if ours.get(k) and theirs[k] else None for k in RATIOS}
     shape = {**workload.sizes.__dict__, "few_shot_prefix_tokens": workload.prefix_tokens,
              "batch_prompt_tokens_mean": statistics.mean(map(len, workload.batch_ids)),
              "questions": workload.questions_source}
@@ -286,9 +305,11 @@ def format_table(report: dict) -> str:
         ("peak RSS MiB", "peak_rss_bytes", "{:.0f}", " (lower is better)", 1 / 2**20),
         ("model load s", "load_s", "{:.2f}", " (lower is better)"),
     ]
+    if s["ours"].get("first_load_s") is not None:  # ours mapped its weight cache; its first load packed
+        rows += [("model load s, ours packing (first load)", "first_load_s", "{:.2f}", "")]
     lines = [f"{'metric':<44} {'ours':>10} {'llama.cpp':>10} {'ratio':>7}"]
     for label, key, fmt, note, *scale in rows:
-        cells = [_cell(s[side][key], fmt, scale[0] if scale else 1) for side in ("ours", "llamacpp")]
+        cells = [_cell(s[side].get(key), fmt, scale[0] if scale else 1) for side in ("ours", "llamacpp")]
         ratio = s["ratios"].get(key)
         lines.append(f"{label:<44} {cells[0]:>10} {cells[1]:>10} {_cell(ratio, '{:.2f}x', 1):>7}{note}")
     cores = s.get("cores", s["threads"])  # reports before --threads had one number

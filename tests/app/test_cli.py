@@ -75,3 +75,24 @@ def test_every_sampling_knob_is_a_flag_and_no_flag_went_missing(command):
 def test_sampling_flags_keep_their_ranges(runner, args, message):
     result = runner.invoke(cli, ["ask", "q", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_cache_lists_the_packed_weights_a_load_kept_and_clears_them(runner, tiny_model, tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.delenv("REASON_WEIGHT_CACHE")  # the default: weights/ under REASON_HOME
+    assert runner.invoke(cli, ["generate", "Hi", "--model", str(tiny_model), "--max-tokens", "2"]).exit_code == 0
+    for thread in threading.enumerate():
+        if thread.name == "engine-weight-cache":
+            thread.join()
+    listed = runner.invoke(cli, ["cache"])
+    assert listed.exit_code == 0, listed.output
+    assert str(tiny_model) in listed.output and "1 cached model, " in listed.output
+    doc = json.loads(runner.invoke(cli, ["cache", "--json"]).output)
+    assert doc["folder"] == str(tmp_path / "weights") and doc["entries"][0]["bytes"] == doc["bytes"] > 0
+    cleared = runner.invoke(cli, ["cache", "clear"])
+    assert cleared.exit_code == 0 and cleared.output.startswith("removed ")
+    assert "0 cached models" in runner.invoke(cli, ["cache"]).output
+    monkeypatch.setenv("REASON_WEIGHT_CACHE", "off")
+    off = runner.invoke(cli, ["cache"])
+    assert off.exit_code == 1 and "the weight cache is off" in off.output

@@ -64,7 +64,7 @@ def test_fused_int4_parts_equal_the_reference_fusion(kind):
 def pack_linear_job(parts):
     from engine.packing import Job, weight_format
 
-    return Job(parts, weight_format(parts))
+    return Job("w", parts, weight_format(parts))
 
 
 @pytest.mark.parametrize("kind", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_K", "Q3_K"])
