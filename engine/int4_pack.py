@@ -163,3 +163,31 @@ def cpu_int4_layout() -> Int4Layout | None:
             return layout
     log.warning("PyTorch's CPU int4 layout is none we know; packing through the slower reference op")
     return None
+
+
+def pack_int4_tiles(rows: np.ndarray, fmt: Q4Format, out: np.ndarray) -> None:
+    """Q4 rows (n_rows, row bytes) uint8, n_rows a multiple of 16 -> out (n_rows, in_features / 2) uint8 in
+    the native kernel's tiles layout (kernels/int4_cpu.c): per 16 rows and 8 inputs, 64 bytes, byte 4r + t
+    holding row r's code of input t in its low nibble and of input t + 4 in its high nibble."""
+    n_rows, row_bytes = rows.shape
+    in_features = row_bytes // fmt.block_bytes * fmt.block_values
+    step = max(16, CHUNK_BYTES // row_bytes // 16 * 16)
+    for first in range(0, n_rows, step):
+        slab = rows[first:first + step]
+        n = slab.shape[0]
+        codes = _codes(slab, fmt)  # (n, in_features), one code a byte
+        split = codes.reshape(n // 16, 16, in_features // 8, 2, 4)  # (tile, row, 8 inputs, low/high, 4)
+        byte = np.left_shift(split[:, :, :, 1], 4)
+        np.bitwise_or(byte, split[:, :, :, 0], out=byte)
+        out[first:first + n].reshape(n // 16, in_features // 8, 16, 4)[...] = byte.transpose(0, 2, 1, 3)
+
+
+def _codes(rows: np.ndarray, fmt: Q4Format) -> np.ndarray:
+    """(n, in_features) uint8 codes 0..15 of Q4 rows, in input order."""
+    n = rows.shape[0]
+    held = rows.reshape(n, -1, fmt.block_bytes)[:, :, fmt.codes_at:fmt.codes_at + fmt.code_bytes]
+    held = held.reshape(n, held.shape[1], -1, fmt.run)  # (n, blocks, runs, run): low nibbles, then high
+    codes = np.empty((*held.shape[:3], 2, fmt.run), np.uint8)
+    np.bitwise_and(held, 0x0F, out=codes[:, :, :, 0])
+    np.right_shift(held, 4, out=codes[:, :, :, 1])
+    return codes.reshape(n, -1)

@@ -20,9 +20,10 @@ from torch import nn
 from . import pages
 from .dequant import GGML_TYPES, UnsupportedTensorType, type_name
 from .gguf_file import GGUFFile, ModelFileError
-from .int4_pack import Q4_FORMATS, cpu_int4_layout, pack_int4
+from .int4_pack import Q4_FORMATS, cpu_int4_layout, pack_int4, pack_int4_tiles
 from .int4_scales import scales_and_zeros_into
 from .int8_pack import DECODERS, int8_rows_into
+from .kernels import int4_cpu
 from .model import Linear, Transformer
 from .quant_linear import (
     GROUP_SIZE,
@@ -39,7 +40,7 @@ from .weight_cache import ArraySpec, WeightCache
 FUSED = {"attention.wqkv": ("attention.wq", "attention.wk", "attention.wv"),
          "feed_forward.w13": ("feed_forward.w1", "feed_forward.w3")}
 MAX_THREADS = 4
-PACKING_VERSION = 1  # part of a weight cache entry's key: change it whenever the packed bytes would change
+PACKING_VERSION = 2  # part of a weight cache entry's key: change it whenever the packed bytes would change
 SLAB_BYTES = 8 << 20  # GGUF bytes mapped at once per thread
 
 
@@ -76,6 +77,7 @@ class Job:
     parts: list[Part]
     format: str  # "int4" or "int8"
     install: Callable[[PackedLinear], None] = lambda layer: None
+    layout: str = "torch"  # int4: "torch" (PyTorch's kernel) or "tiles" (the native one: kernels/int4_cpu.c)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # what run() packed, for a weight cache
 
     @property
@@ -90,6 +92,8 @@ class Job:
         """Whether the fast numpy packers take it (and so may run on a loader thread)."""
         if self.format == "int8":
             return all(p.kind in DECODERS for p in self.parts)
+        if self.layout == "tiles":
+            return True  # int4_exact parts have whole 16-row tiles
         layout = cpu_int4_layout()
         return layout is not None and all(p.shape[0] % layout.block_rows == 0 for p in self.parts[:-1])
 
@@ -98,8 +102,10 @@ class Job:
         int8 codes (n, k rounded up to 16) and one bf16 scale per row."""
         n, k = self.out_features, self.in_features
         if self.format == "int4":
+            # the tiles layout keeps each 16-row tile's pairs together: (n / 16, k / 32, 16, 2)
+            pairs = (n // 16, k // GROUP_SIZE, 16, 2) if self.layout == "tiles" else (k // GROUP_SIZE, n, 2)
             return [ArraySpec.of(f"{self.name}.packed_weight", (n, k // 2), np.uint8),
-                    ArraySpec.of(f"{self.name}.scales", (k // GROUP_SIZE, n, 2), np.int16)]
+                    ArraySpec.of(f"{self.name}.scales", pairs, np.int16)]
         return [ArraySpec.of(f"{self.name}.packed_weight", (n, k + -k % INT8_K_MULTIPLE), np.int8),
                 ArraySpec.of(f"{self.name}.scales", (n,), np.int16)]
 
@@ -113,13 +119,35 @@ class Job:
                     pages.drop(part.data)
         self.arrays = arrays = {spec.name: pages.empty(spec.shape, spec.dtype) for spec in self.specs()}
         weight, scales = (arrays[spec.name] for spec in self.specs())
-        (_int4 if self.format == "int4" else _int8)(self.parts, weight, scales)
+        if self.format == "int4":
+            _int4(self.parts, weight, scales, self.layout)
+        else:
+            _int8(self.parts, weight, scales)
         return self.layer(arrays)
 
     def layer(self, arrays: dict[str, np.ndarray]) -> PackedLinear:
         """The PackedLinear over packed `arrays` (this job's specs)."""
         weight, scales = (torch.from_numpy(arrays[spec.name]) for spec in self.specs())
-        return PackedLinear(self.in_features, self.out_features, self.format, weight, scales.view(torch.bfloat16))
+        return PackedLinear(self.in_features, self.out_features, self.format, weight, scales.view(torch.bfloat16),
+                            self.layout)
+
+
+INT4_KERNELS = ("auto", "native", "torch")
+
+
+def int4_layout(kernel: str = "auto") -> str:
+    """The int4 layout for `kernel`: "tiles" for the native kernel ("auto": where it runs on this CPU),
+    "torch" for PyTorch's."""
+    if kernel not in INT4_KERNELS:
+        raise ValueError(f"int4 kernel '{kernel}' is not one of {', '.join(INT4_KERNELS)}")
+    if kernel == "torch":
+        return "torch"
+    if int4_cpu.available():
+        return "tiles"
+    if kernel == "native":
+        raise ValueError("the native int4 kernel needs an x86 CPU with AVX-512 VNNI and a C compiler (cc); "
+                         "use int4_kernel='torch'")
+    return "torch"
 
 
 def weight_format(parts: list[Part]) -> str | None:
@@ -130,20 +158,27 @@ def weight_format(parts: list[Part]) -> str | None:
     return "int4" if all(int4) else None if any(int4) else "int8"
 
 
-def pack_linear(parts: list[Part]) -> PackedLinear | None:
+def pack_linear(parts: list[Part], layout: str = "torch") -> PackedLinear | None:
     """One PackedLinear for `parts` (one weight, or several of one input fused); None when they would not fuse."""
     fmt = weight_format(parts)
-    return None if fmt is None else Job("linear", parts, fmt).run()
+    return None if fmt is None else Job("linear", parts, fmt, layout=layout if fmt == "int4" else "torch").run()
 
 
-def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray) -> None:
+def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray, layout: str) -> None:
     """Fill weight (n, k / 2) uint8 and scales (k / 32, n, 2) int16 (bf16 bits of (scale, zero), as the
     kernel reads them)."""
-    pairs, layout = scales.view(np.uint32)[..., 0], cpu_int4_layout()  # pairs: (groups, n), one uint32 each
-    for at, rows, kind in _slabs(parts, layout.block_rows):
+    pairs = scales.view(np.uint32)[..., 0]  # one uint32 each: (groups, n), or (n / 16, groups, 16) for tiles
+    tiles, torch_layout = layout == "tiles", cpu_int4_layout()
+    for at, rows, kind in _slabs(parts, int4_cpu.TILE_ROWS if tiles else torch_layout.block_rows):
         end = at + rows.shape[0]
-        pack_int4(rows, Q4_FORMATS[kind], layout, weight[at:end])
-        scales_and_zeros_into(rows, kind, pairs[:, at:end])
+        if tiles:
+            pack_int4_tiles(rows, Q4_FORMATS[kind], weight[at:end])
+            by_group = np.empty((pairs.shape[1], rows.shape[0]), np.uint32)
+            scales_and_zeros_into(rows, kind, by_group)
+            pairs[at // 16:end // 16] = by_group.reshape(by_group.shape[0], -1, 16).transpose(1, 0, 2)
+        else:
+            pack_int4(rows, Q4_FORMATS[kind], torch_layout, weight[at:end])
+            scales_and_zeros_into(rows, kind, pairs[:, at:end])
 
 
 def _int8(parts: list[Part], codes: np.ndarray, scales: np.ndarray) -> None:
@@ -174,12 +209,14 @@ class ModelPacking:
     """The packed layers of one model: planned from the tensor directory (nothing read), then mapped from a
     weight cache entry or packed from the file (into a new entry when a cache is given)."""
 
-    def __init__(self, model: Transformer, gguf: GGUFFile, mapping: dict[str, str]):
-        self.gguf = gguf
+    def __init__(self, model: Transformer, gguf: GGUFFile, mapping: dict[str, str], int4_kernel: str = "auto"):
+        self.gguf, self.int4_layout = gguf, int4_layout(int4_kernel)
         self.rest = dict(mapping)  # what is left for dense loading (norms)
         self.jobs = _embedding_jobs(model, gguf, self.rest) + _fused_jobs(model, gguf, self.rest) \
             + _linear_jobs(model, gguf, self.rest)
         self.jobs.sort(key=lambda job: -sum(p.data.nbytes for p in job.parts))  # largest first: threads end together
+        for job in self.jobs:
+            job.layout = self.int4_layout if job.format == "int4" else "torch"
         self.cacheable = all(job.in_numpy() for job in self.jobs)  # the torch reference's arrays are its own
         self.specs = [spec for job in self.jobs for spec in job.specs()] if self.cacheable else []
 
@@ -206,7 +243,8 @@ class ModelPacking:
             writer.start({name: array for job in self.jobs for name, array in job.arrays.items()})
 
     def _key(self, cache: WeightCache) -> str:
-        return cache.key(self.gguf.path, f"packing {PACKING_VERSION}, torch {torch.__version__}, {cpu_int4_layout()}")
+        layout = "tiles" if self.int4_layout == "tiles" else cpu_int4_layout()
+        return cache.key(self.gguf.path, f"packing {PACKING_VERSION}, torch {torch.__version__}, int4 {layout}")
 
 
 def drop_file_pages(gguf: GGUFFile) -> None:

@@ -9,12 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dequant import GGML_TYPES, _as_bytes, _bits, _f16, _k_scales, _nibbles, dequantize, type_name
+from .kernels import int4_cpu
 
 GROUP_SIZE = 32  # one GGUF block (Q4_0/Q4_1) or sub-block (Q4_K) per int4 group
 INNER_K_TILES = 2  # the CPU packer ignores it; 2 asks least of K (a multiple of 32) on other backends
 INT8_K_MULTIPLE = 16  # _weight_int8pack_mm returns garbage (or crashes) unless K is a multiple of 16
 INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 FORMATS = ("int4", "int8")
+INT4_LAYOUTS = ("torch", "tiles")
 
 
 class PackedLinear(nn.Module):
@@ -25,11 +27,15 @@ class PackedLinear(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, format: str, packed_weight: torch.Tensor,
-                 scales: torch.Tensor):
+                 scales: torch.Tensor, layout: str = "torch"):
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"format '{format}' is not supported; choose one of {', '.join(FORMATS)}")
-        self.in_features, self.out_features, self.format = in_features, out_features, format
+        if layout not in INT4_LAYOUTS or (layout == "tiles" and format != "int4"):
+            raise ValueError(f"layout '{layout}' is not one of {', '.join(INT4_LAYOUTS)} for {format} weights")
+        # int4 "torch": PyTorch's _weight_int4pack_mm_for_cpu layout (int4_pack.py); "tiles": the native
+        # AVX-512 VNNI kernel's (kernels/int4_cpu.c), which quantizes activations to int8 as llama.cpp does
+        self.in_features, self.out_features, self.format, self.layout = in_features, out_features, format, layout
         # int4: (out, in / 2) uint8 in the CPU kernel's layout; int8: (out, in rounded up to 16)
         self.register_buffer("packed_weight", packed_weight)
         # int4: (in / 32, out, 2) scale and zero; int8: (out,)
@@ -42,7 +48,9 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The CPU kernels are fast only for bfloat16 activations (float32 is 20-30x slower).
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()  # (rows, in_features)
-        if self.format == "int4":
+        if self.layout == "tiles":
+            y = int4_cpu.int4_matmul(rows, self.packed_weight, self.scales, self.out_features)
+        elif self.format == "int4":
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed_weight, GROUP_SIZE, self.scales)
         else:
             pad = self.packed_weight.shape[1] - self.in_features
@@ -50,7 +58,7 @@ class PackedLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}, layout={self.layout}"
 
 
 def reference_packed_linear(parts: list[tuple[np.ndarray | torch.Tensor, int, tuple[int, int], str]]) -> PackedLinear | None:

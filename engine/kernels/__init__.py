@@ -1,1 +1,2 @@
-"""Triton kernels for the GPU path; each has a plain PyTorch reference beside it in `engine/`."""
+"""Kernels of our own: Triton ones for the GPU path (sampling), and the AVX-512 VNNI int4 matmul for the CPU
+(int4_cpu), each with a plain PyTorch reference beside it in `engine/`."""

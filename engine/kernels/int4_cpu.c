@@ -1,0 +1,127 @@
+/* int4 weights x int8 activations on AVX-512 VNNI: y = x @ W^T for PackedLinear's "tiles" layout.
+ *
+ * W (N, K) holds 4-bit codes q with a bf16 (scale, zero) pair per output row and group of 32 inputs:
+ * w = (q - 8) * scale + zero, as PyTorch's int4 CPU kernel reads them (int4_pack.py).
+ * Layout: N / 16 tiles of 16 rows; a tile is K / 8 chunks of 64 bytes, byte 4r + t of a chunk holding
+ * row r's code of input 8c + t in its low nibble and of input 8c + 4 + t in its high nibble, so one
+ * 64-byte load, a mask and a shift give two vectors of 16 rows x 4 inputs: what vpdpbusd multiplies
+ * with four int8 activations broadcast to every lane. Scales: (N / 16, K / 32, 16) uint32, bf16
+ * scale in the low half, bf16 zero in the high half: a tile's codes and its scales are two sequential
+ * streams (scales strided by N would be a stream per group, more than the prefetchers follow).
+ *
+ * Activations are quantized per row and group of 32 to int8 with one float scale, as llama.cpp's
+ * Q8_0 does: x ~ dx * xq. Per group: sum((q - 8) x) = dx * (sum(q xq) - 8 sum(xq)), and the zero
+ * adds zero * dx * sum(xq). Each row's groups are summed in the same order whatever M is and
+ * whichever thread takes the tile, so a row's result does not depend on its batch.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#define GROUP 32
+
+static inline __m512 bf16x16_to_f32(__m256i v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+/* Round to nearest even, as torch's float -> bfloat16 (no NaN in activations reaches here). */
+static inline __m256i f32x16_to_bf16(__m512 v) {
+    __m512i bits = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    bits = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
+}
+
+/* One row of K bf16 activations -> K int8 codes, K / 32 scales and K / 32 code sums. */
+void quantize_row(const uint16_t *x, int64_t K, int8_t *xq, float *dx, int32_t *sx) {
+    for (int64_t g = 0; g < K / GROUP; g++) {
+        __m512 a = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(x + g * GROUP)));
+        __m512 b = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(x + g * GROUP + 16)));
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(id)));  /* nearest, ties to even */
+        __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, _mm512_set1_ps(id)));
+        _mm_storeu_si128((__m128i *)(xq + g * GROUP), _mm512_cvtsepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(xq + g * GROUP + 16), _mm512_cvtsepi32_epi8(qb));
+        dx[g] = d;
+        sx[g] = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+    }
+}
+
+static inline int32_t load_i32(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* ROWS activation rows (m0 ..) against one tile of 16 output rows; ROWS is a constant, so the
+ * accumulators stay in registers. */
+#define TILE_ROWS(ROWS)                                                                               \
+static void tile_rows_##ROWS(const uint8_t *wt, const uint32_t *sz, int64_t N, int64_t K,              \
+                             const int8_t *xq, const float *dx, const int32_t *sx, uint16_t *y) {      \
+    const int64_t groups = K / GROUP;                                                                  \
+    const __m512i low = _mm512_set1_epi8(0x0F);                                                        \
+    __m512 acc[ROWS];                                                                                  \
+    for (int r = 0; r < ROWS; r++) acc[r] = _mm512_setzero_ps();                                       \
+    for (int64_t g = 0; g < groups; g++) {                                                             \
+        __m512i dot[ROWS];                                                                             \
+        for (int r = 0; r < ROWS; r++) dot[r] = _mm512_setzero_si512();                                \
+        for (int c = 0; c < 4; c++) {                                                                  \
+            __m512i w = _mm512_loadu_si512((const void *)(wt + (g * 4 + c) * 64));                     \
+            __m512i lo = _mm512_and_si512(w, low);                                                     \
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);                               \
+            for (int r = 0; r < ROWS; r++) {                                                           \
+                const int8_t *xr = xq + r * K + g * GROUP + c * 8;                                     \
+                dot[r] = _mm512_dpbusd_epi32(dot[r], lo, _mm512_set1_epi32(load_i32(xr)));             \
+                dot[r] = _mm512_dpbusd_epi32(dot[r], hi, _mm512_set1_epi32(load_i32(xr + 4)));         \
+            }                                                                                          \
+        }                                                                                              \
+        __m512i pairs = _mm512_loadu_si512((const void *)(sz + g * 16));                               \
+        __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));                              \
+        __m512 zero = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32((int)0xFFFF0000))); \
+        for (int r = 0; r < ROWS; r++) {                                                               \
+            const float d = dx[r * groups + g];                                                        \
+            const int32_t s = sx[r * groups + g];                                                      \
+            __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r], _mm512_set1_epi32(8 * s)));         \
+            acc[r] = _mm512_fmadd_ps(v, _mm512_mul_ps(scale, _mm512_set1_ps(d)), acc[r]);              \
+            acc[r] = _mm512_fmadd_ps(zero, _mm512_set1_ps(d * (float)s), acc[r]);                      \
+        }                                                                                              \
+    }                                                                                                  \
+    for (int r = 0; r < ROWS; r++)                                                                     \
+        _mm256_storeu_si256((__m256i *)(y + r * N), f32x16_to_bf16(acc[r]));                           \
+}
+
+TILE_ROWS(1)
+TILE_ROWS(2)
+TILE_ROWS(3)
+TILE_ROWS(4)
+
+/* y (M, N) bf16 = x (M, K) bf16 @ W^T. xq (M, K), dx and sx (M, K / 32): scratch the caller owns. */
+void int4_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, const uint32_t *sz, int64_t N,
+                 uint16_t *y, int8_t *xq, float *dx, int32_t *sx, int threads) {
+    const int64_t groups = K / GROUP, tiles = N / 16;
+    #pragma omp parallel num_threads(threads)
+    {
+        #pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; m++)
+            quantize_row(x + m * K, K, xq + m * K, dx + m * groups, sx + m * groups);
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            const uint8_t *wt = w + t * (K / 8) * 64;
+            const uint32_t *st = sz + t * groups * 16;
+            for (int64_t m = 0; m < M; m += 4) {
+                const int64_t rows = M - m < 4 ? M - m : 4;
+                const int8_t *xr = xq + m * K;
+                const float *dr = dx + m * groups;
+                const int32_t *sr = sx + m * groups;
+                uint16_t *yr = y + m * N + t * 16;
+                switch (rows) {
+                    case 4: tile_rows_4(wt, st, N, K, xr, dr, sr, yr); break;
+                    case 3: tile_rows_3(wt, st, N, K, xr, dr, sr, yr); break;
+                    case 2: tile_rows_2(wt, st, N, K, xr, dr, sr, yr); break;
+                    default: tile_rows_1(wt, st, N, K, xr, dr, sr, yr); break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+"""The AVX-512 VNNI int4 matmul (int4_cpu.c): built with the system C compiler on first use, called by ctypes.
+
+The library is compiled once per source and flags into a folder of the system temp dir and linked to
+the OpenMP runtime PyTorch already loaded (same soname), so its parallel regions use PyTorch's thread
+team instead of starting a second one (compute.py says why two teams on two cores are slow). Where
+the CPU lacks the instructions, or there is no compiler, `available()` is False and PackedLinear runs
+PyTorch's int4 kernel on its own layout instead.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("int4_cpu.c")
+FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
+         "-mavx512vnni", "-mfma")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
+TILE_ROWS, GROUP = 16, 32
+
+
+def cpu_supports() -> bool:
+    """Whether this CPU has every instruction set the kernel is compiled for (Linux: /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(flag in flags for flag in CPU_FLAGS)
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    if not cpu_supports():
+        log.info("int4 kernel: this CPU lacks AVX-512 VNNI; PyTorch's int4 kernel is used")
+        return None
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.warning("int4 kernel: no C compiler (cc) on PATH; PyTorch's int4 kernel is used (about 2x slower)")
+        return None
+    try:
+        lib = ctypes.CDLL(str(_built(compiler)))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        log.warning("int4 kernel could not be built or loaded (%s); PyTorch's int4 kernel is used", exc)
+        return None
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.int4_matmul.argtypes = [p, i64, i64, p, p, i64, p, p, p, p, ctypes.c_int]
+    lib.int4_matmul.restype = None
+    return lib
+
+
+def _built(compiler: str) -> Path:
+    """The shared library for this source and these flags, compiled once (atomically: a rename)."""
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"reason-studio-kernels-{os.getuid()}"
+    target = folder / f"int4_cpu-{digest}.so"
+    if target.is_file():
+        return target
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = folder / f"{target.name}.{os.getpid()}.tmp"
+    subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)], check=True, capture_output=True, timeout=120)
+    os.replace(partial, target)
+    return target
+
+
+def available() -> bool:
+    return _library() is not None
+
+
+def int4_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out_features: int) -> torch.Tensor:
+    """x (M, K) bf16 contiguous @ W^T -> (M, N) bf16; weight: the tiles layout (N * K / 2 bytes), scales:
+    (K / 32, N, 2) bf16 (scale, zero) pairs."""
+    M, K = x.shape
+    y = torch.empty(M, out_features, dtype=torch.bfloat16)
+    xq = torch.empty(M * K, dtype=torch.int8)
+    dx = torch.empty(M * (K // GROUP), dtype=torch.float32)
+    sx = torch.empty(M * (K // GROUP), dtype=torch.int32)
+    _library().int4_matmul(x.data_ptr(), M, K, weight.data_ptr(), scales.data_ptr(), out_features, y.data_ptr(),
+                           xq.data_ptr(), dx.data_ptr(), sx.data_ptr(), torch.get_num_threads())
+    return y

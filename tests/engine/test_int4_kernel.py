@@ -1,0 +1,117 @@
+"""The native int4 kernel (kernels/int4_cpu.c) against its references: the exact int8-activation math in
+float64, PyTorch's int4 kernel on the same weights, and itself in other batch shapes and thread counts."""
+import numpy as np
+import pytest
+import torch
+
+from engine import load_model
+from engine.kernels import int4_cpu
+from engine.packing import Part, int4_layout, pack_linear
+from engine.quant_linear import _int4_parts
+
+from .test_quant_linear import random_weight, relative_error
+
+native = pytest.mark.skipif(not int4_cpu.available(), reason="needs AVX-512 VNNI and a C compiler")
+SHAPES = [("Q4_0", (64, 384)), ("Q4_1", (96, 576)), ("Q4_K", (48, 512))]
+
+
+def packed(kind: str, shape: tuple[int, int], layout: str, seed: int = 0):
+    data, ggml_type = random_weight(kind, shape, seed)
+    return pack_linear([Part("w", ggml_type, shape, data)], layout), (data, ggml_type, shape)
+
+
+def tile_codes(weight: torch.Tensor, n: int, k: int) -> np.ndarray:
+    """The tiles layout read back into (n, k) codes."""
+    byte = weight.numpy().reshape(n // 16, k // 8, 16, 4)  # (tile, 8 inputs, row, t)
+    codes = np.stack([byte & 0x0F, byte >> 4], axis=3)  # (tile, 8 inputs, row, low/high, t)
+    return codes.transpose(0, 2, 1, 3, 4).reshape(n, k)
+
+
+def int8_activation_reference(x: torch.Tensor, codes, scales, zeros) -> torch.Tensor:
+    """What the kernel computes, in float64: x quantized per row and group of 32 as it does (float32 steps)."""
+    M, K = x.shape
+    groups = x.float().view(M, K // 32, 32)
+    amax = groups.abs().amax(-1, keepdim=True)
+    inverse = torch.where(amax > 0, torch.tensor(127.0) / amax, torch.zeros_like(amax))
+    xq = torch.round(groups * inverse).double()  # round half to even, as vcvtps2dq
+    dx = (amax / 127.0).double()
+    w = (codes.double() - 8).view(codes.shape[0], K // 32, 32)  # (N, groups, 32)
+    dots = torch.einsum("mgi,ngi->mng", xq, w)  # (M, N, groups): sum((q - 8) xq)
+    sums = xq.sum(-1)  # (M, groups)
+    y = dx.squeeze(-1)[:, None, :] * (dots * scales.double()[None] + zeros.double()[None] * sums[:, None, :])
+    return y.sum(-1)
+
+
+@native
+@pytest.mark.parametrize("kind, shape", SHAPES)
+def test_tiles_hold_the_codes_and_scales_of_the_reference_packing(kind, shape):
+    layer, (data, ggml_type, _) = packed(kind, shape, "tiles")
+    codes, scales, zeros = _int4_parts(data, ggml_type, shape, "w")
+    n, k = shape
+    assert layer.layout == "tiles" and np.array_equal(tile_codes(layer.packed_weight, n, k), codes.numpy())
+    pairs = layer.scales.view(n // 16, k // 32, 16, 2).permute(0, 2, 1, 3).reshape(n, k // 32, 2)
+    assert torch.equal(pairs[..., 0], scales.to(torch.bfloat16)) and torch.equal(pairs[..., 1], zeros.to(torch.bfloat16))
+
+
+@native
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 64])
+@pytest.mark.parametrize("kind, shape", SHAPES)
+def test_the_kernel_computes_the_int8_activation_math(kind, shape, rows):
+    layer, (data, ggml_type, _) = packed(kind, shape, "tiles")
+    codes, scales, zeros = _int4_parts(data, ggml_type, shape, "w")
+    x = torch.randn(rows, shape[1]).to(torch.bfloat16)
+    x[0, :32] = 0  # an all-zero group: scale 0, no division by zero
+    reference = int8_activation_reference(x, codes, scales.to(torch.bfloat16).float(), zeros.to(torch.bfloat16).float())
+    y = layer(x).double()
+    assert ((y - reference).abs() <= reference.abs() * 2**-7 + 1e-6).all()  # within the output's bf16 rounding
+
+
+@native
+@pytest.mark.parametrize("kind, shape", SHAPES)
+def test_native_and_pytorch_kernels_agree_on_the_same_weights(kind, shape):
+    tiles, _ = packed(kind, shape, "tiles")
+    reference, _ = packed(kind, shape, "torch")
+    x = torch.randn(7, shape[1]).to(torch.bfloat16)
+    assert relative_error(tiles(x), reference(x)) < 1.5e-2  # int8 activations against bf16 ones
+
+
+@native
+def test_a_row_comes_out_the_same_alone_in_any_batch_and_on_any_thread_count():
+    layer, _ = packed("Q4_K", (256, 1024), "tiles")
+    x = torch.randn(64, 1024).to(torch.bfloat16)
+    threads = torch.get_num_threads()
+    try:
+        batch = layer(x)
+        torch.set_num_threads(1)
+        single_thread = layer(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(batch, single_thread)
+    for row in (0, 5, 63):
+        assert torch.equal(layer(x[row:row + 1]), batch[row:row + 1])
+        assert torch.equal(layer(x[row:row + 3]), batch[row:row + 3])
+
+
+@native
+def test_models_load_on_the_native_kernel_unless_told_otherwise(default_gguf):
+    native_engine = load_model(default_gguf, device="cpu")
+    torch_engine = load_model(default_gguf, device="cpu", int4_kernel="torch")
+    assert native_engine.info["int4_kernel"] == "native" and torch_engine.info["int4_kernel"] == "torch"
+    ids = native_engine.tokenizer.encode("The capital of France is Paris. The capital of Italy is")
+    a, b = native_engine.logits(ids), torch_engine.logits(ids)
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9
+    with pytest.raises(ValueError, match="int4_kernel 'fast' is not one of"):
+        load_model(default_gguf, device="cpu", int4_kernel="fast")
+    native_engine.close()
+    torch_engine.close()
+
+
+def test_without_the_instructions_auto_falls_back_and_native_says_why(monkeypatch):
+    monkeypatch.setattr(int4_cpu, "cpu_supports", lambda: False)
+    int4_cpu._library.cache_clear()
+    try:
+        assert not int4_cpu.available() and int4_layout("auto") == "torch"
+        with pytest.raises(ValueError, match="AVX-512 VNNI"):
+            int4_layout("native")
+    finally:
+        int4_cpu._library.cache_clear()
