@@ -39,12 +39,12 @@ class Settings:
     otel_traces_url: str | None = None  # runs are exported there as OpenTelemetry spans (app/telemetry.py); None: not
     otel_capture_content: bool = False  # spans carry prompts, completions and tool input/output too
     weight_cache: Path | None = None  # packed weights kept here between loads (engine/weight_cache.py); None: not kept
-    int4_kernel: str = "auto"  # packed int4 layers: "native" (AVX-512 VNNI), "torch" (PyTorch's), "auto"
+    kernels: str = "auto"  # packed layers: "native" (AVX-512 VNNI), "torch" (PyTorch's), "auto"
 
     def engine_options(self) -> dict:
         """Keyword arguments for engine.load_model besides the path."""
         return {"device": self.device, "dtype": self.dtype, "weights": self.weights, "kv_cache_mb": self.kv_cache_mb,
-                "weight_cache": self.weight_cache, "int4_kernel": self.int4_kernel}
+                "weight_cache": self.weight_cache, "kernels": self.kernels}
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Settings:
@@ -61,7 +61,7 @@ class Settings:
             otel_traces_url=_otlp_traces_url(environ),
             otel_capture_content=environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() == "true",
             weight_cache=_weight_cache(environ.get("REASON_WEIGHT_CACHE"), home),
-            int4_kernel=environ.get("REASON_INT4_KERNEL") or "auto",
+            kernels=environ.get("REASON_KERNELS") or "auto",
         )
 
     def with_overrides(self, **overrides) -> Settings:

@@ -17,7 +17,7 @@ from .kv_pool import BlockPool, PoolExhausted
 from .loader import build_transformer, default_model_path, describe_gguf, model_args, resident_bytes
 from .model import ModelArgs
 from .model_runner import ModelRunner, score_tokens
-from .packing import INT4_KERNELS
+from .packing import KERNELS
 from .perplexity import Perplexity, perplexity
 from .reasoning import ReasoningTags
 from .request import RequestHandle
@@ -65,7 +65,7 @@ class Engine:
 
     def __init__(self, gguf: GGUFFile, device: torch.device, dtype: torch.dtype, llama_cpp_numerics: bool,
                  weights: str = "dense", kv_cache_mb: float | None = None, max_batch: int = 64,
-                 weight_cache: WeightCache | None = None, int4_kernel: str = "auto"):
+                 weight_cache: WeightCache | None = None, kernels: str = "auto"):
         self.path = gguf.path
         self.args: ModelArgs = model_args(gguf)
         self.tokenizer = Tokenizer.from_gguf(gguf)
@@ -75,7 +75,7 @@ class Engine:
                                           token_text(self.tokenizer.bos_id), token_text(self.tokenizer.eos_id))
         # built on the compute thread, which does all tensor work (see compute.py)
         self.model = COMPUTE.call(build_transformer, gguf, self.args, device, dtype, llama_cpp_numerics, weights=weights,
-                                  weight_cache=weight_cache, int4_kernel=int4_kernel)
+                                  weight_cache=weight_cache, kernels=kernels)
         self.device, self.dtype, self.weights = device, dtype, weights
         self.weight_cache = weight_cache
         self.pool = self._kv_pool(kv_cache_mb)
@@ -179,18 +179,19 @@ class Engine:
 
     def _describe(self, gguf: GGUFFile) -> dict:
         return {**describe_gguf(gguf), "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-                "weights": self.weights, "int4_kernel": _int4_kernel_of(self.model),
+                "weights": self.weights, "kernels": _kernels_of(self.model),
                 "resident_mb": round(resident_bytes(self.model) / 2**20, 1),
                 "kv_cache_mb": round((self.pool.k.nbytes + self.pool.v.nbytes) / 2**20, 1),
                 "kv_block_size": self.pool.block_size}
 
 
-def _int4_kernel_of(model) -> str | None:
-    """Which kernel the model's packed int4 layers run on (None: it has none)."""
+def _kernels_of(model) -> str | None:
+    """Which kernels the model's packed layers run on: "native", "torch", "native+torch" (some shapes do not
+    fit the native tiles), or None (no packed layers)."""
     from .quant_linear import PackedLinear
 
-    layouts = {m.layout for m in model.modules() if isinstance(m, PackedLinear) and m.format == "int4"}
-    return None if not layouts else "native" if layouts == {"tiles"} else "torch"
+    layouts = {m.layout for m in model.modules() if isinstance(m, PackedLinear)}
+    return "+".join(name for layout, name in (("tiles", "native"), ("torch", "torch")) if layout in layouts) or None
 
 
 def model_info(path: str | Path | None = None, check_tensors: bool = False) -> dict:
@@ -203,7 +204,7 @@ def model_info(path: str | Path | None = None, check_tensors: bool = False) -> d
 def load_model(path: str | Path | None = None, device: str = "auto", dtype: str | torch.dtype | None = None,
                llama_cpp_numerics: bool | None = None, weights: str | None = None,
                kv_cache_mb: float | None = None, max_batch: int = 64, deterministic: bool = False,
-               weight_cache: str | Path | None = None, int4_kernel: str = "auto") -> Engine:
+               weight_cache: str | Path | None = None, kernels: str = "auto") -> Engine:
     """Load a LLaMA-family GGUF (None: the default SmolLM2-135M-Instruct shipped with the package).
 
     dtype (default: bfloat16 on GPUs and on CPUs with fast bf16, else float32).
@@ -216,11 +217,11 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
     alone or in any batch, at some speed (README, "Batch-invariant mode").
     weight_cache: a folder where packed weights are kept (weight_cache.py): a second load of the same
     file maps them instead of packing (None: pack at every load).
-    int4_kernel: packed int4 layers on "native" (int8 activations x int4 weights on AVX-512 VNNI, as
-    llama.cpp computes them), "torch" (PyTorch's bf16 kernel) or "auto" (native where the CPU has it).
+    kernels: packed layers on "native" (int8 activations x int4/int8 weights on AVX-512 VNNI, as
+    llama.cpp computes them), "torch" (PyTorch's bf16 kernels) or "auto" (native where the CPU has it).
     """
-    if int4_kernel not in INT4_KERNELS:
-        raise ValueError(f"int4_kernel '{int4_kernel}' is not one of {', '.join(INT4_KERNELS)}")
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels '{kernels}' is not one of {', '.join(KERNELS)}")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     gguf = GGUFFile(path if path is not None else default_model_path())
@@ -229,6 +230,6 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
     if weights is None:
         weights = "packed" if device.type == "cpu" and dtype == torch.bfloat16 and not llama_cpp_numerics else "dense"
     engine = Engine(gguf, device, dtype, llama_cpp_numerics, weights, kv_cache_mb, max_batch,
-                    WeightCache(weight_cache) if weight_cache is not None else None, int4_kernel)
+                    WeightCache(weight_cache) if weight_cache is not None else None, kernels)
     engine.deterministic = deterministic
     return engine

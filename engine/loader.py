@@ -165,7 +165,7 @@ def _load_tensor(gguf: GGUFFile, name: str) -> torch.Tensor:
 
 def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dtype: torch.dtype,
                       llama_cpp_numerics: bool = False, weights: str = "dense",
-                      weight_cache: WeightCache | None = None, int4_kernel: str = "auto") -> Transformer:
+                      weight_cache: WeightCache | None = None, kernels: str = "auto") -> Transformer:
     """Assemble the model from the GGUF's weights on `device`, computing in `dtype`.
 
     `weights`: "dense" dequantizes every weight into `dtype`; "packed" (CPU, bfloat16 only) keeps
@@ -174,15 +174,15 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     from the mapped file per lookup, tied ones share the head's int8 table.
     `weight_cache`: packed layers are mapped from its entry for this file when there is one (the file was
     checked when the entry was written), else packed into a new entry (weight_cache.py).
-    `int4_kernel`: for packed int4 weights, "native" (kernels/int4_cpu.c: int8 activations on AVX-512
-    VNNI, ~2x PyTorch's), "torch" (PyTorch's bf16 kernel), or "auto" (native where it runs).
+    `kernels`: for packed weights, "native" (kernels/cpu_matmul.c: int8 activations on AVX-512 VNNI,
+    ~2x PyTorch's), "torch" (PyTorch's bf16 kernels), or "auto" (native where it runs).
     `llama_cpp_numerics`: round each linear layer's input as llama.cpp does for that weight type.
     """
     _check_weights(weights, torch.device(device), dtype, llama_cpp_numerics)
     mapping = check_layout(gguf, args)
     with _MetaParameters():
         model = Transformer(args)
-    packing = ModelPacking(model, gguf, mapping, int4_kernel) if weights == "packed" else None  # the linears and token embeddings
+    packing = ModelPacking(model, gguf, mapping, kernels) if weights == "packed" else None  # the linears and token embeddings
     if packing is None or not packing.load_cached(weight_cache):
         check_tensors(gguf)  # NaN/inf weights or scales: ~0.3 s per GB, before anything is built from them
         if packing is not None:

@@ -23,7 +23,7 @@ from .gguf_file import GGUFFile, ModelFileError
 from .int4_pack import Q4_FORMATS, cpu_int4_layout, pack_int4, pack_int4_tiles
 from .int4_scales import scales_and_zeros_into
 from .int8_pack import DECODERS, int8_rows_into
-from .kernels import int4_cpu
+from .kernels import cpu_matmul
 from .model import Linear, Transformer
 from .quant_linear import (
     GROUP_SIZE,
@@ -40,7 +40,7 @@ from .weight_cache import ArraySpec, WeightCache
 FUSED = {"attention.wqkv": ("attention.wq", "attention.wk", "attention.wv"),
          "feed_forward.w13": ("feed_forward.w1", "feed_forward.w3")}
 MAX_THREADS = 4
-PACKING_VERSION = 2  # part of a weight cache entry's key: change it whenever the packed bytes would change
+PACKING_VERSION = 3  # part of a weight cache entry's key: change it whenever the packed bytes would change
 SLAB_BYTES = 8 << 20  # GGUF bytes mapped at once per thread
 
 
@@ -77,7 +77,7 @@ class Job:
     parts: list[Part]
     format: str  # "int4" or "int8"
     install: Callable[[PackedLinear], None] = lambda layer: None
-    layout: str = "torch"  # int4: "torch" (PyTorch's kernel) or "tiles" (the native one: kernels/int4_cpu.c)
+    layout: str = "torch"  # "torch" (PyTorch's kernels) or "tiles" (the native ones: kernels/cpu_matmul.c)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # what run() packed, for a weight cache
 
     @property
@@ -88,26 +88,31 @@ class Job:
     def out_features(self) -> int:
         return sum(p.shape[0] for p in self.parts)
 
+    def tiles_fit(self) -> bool:
+        """Whether the native kernels' tiles take these parts: whole 16-row tiles, whole 32-input groups
+        (int4_exact parts always do)."""
+        return all(p.shape[0] % cpu_matmul.TILE_ROWS == 0 for p in self.parts) and self.in_features % GROUP_SIZE == 0
+
     def in_numpy(self) -> bool:
         """Whether the fast numpy packers take it (and so may run on a loader thread)."""
         if self.format == "int8":
             return all(p.kind in DECODERS for p in self.parts)
         if self.layout == "tiles":
-            return True  # int4_exact parts have whole 16-row tiles
+            return True
         layout = cpu_int4_layout()
         return layout is not None and all(p.shape[0] % layout.block_rows == 0 for p in self.parts[:-1])
 
     def specs(self) -> list[ArraySpec]:
         """The arrays the numpy packers fill: int4 codes (n, k / 2) and bf16 (scale, zero) pairs (k / 32, n, 2);
-        int8 codes (n, k rounded up to 16) and one bf16 scale per row."""
+        int8 codes (n, k rounded up to 16; tiles: k bytes, codes + 128) and one bf16 scale per row."""
         n, k = self.out_features, self.in_features
         if self.format == "int4":
             # the tiles layout keeps each 16-row tile's pairs together: (n / 16, k / 32, 16, 2)
             pairs = (n // 16, k // GROUP_SIZE, 16, 2) if self.layout == "tiles" else (k // GROUP_SIZE, n, 2)
             return [ArraySpec.of(f"{self.name}.packed_weight", (n, k // 2), np.uint8),
                     ArraySpec.of(f"{self.name}.scales", pairs, np.int16)]
-        return [ArraySpec.of(f"{self.name}.packed_weight", (n, k + -k % INT8_K_MULTIPLE), np.int8),
-                ArraySpec.of(f"{self.name}.scales", (n,), np.int16)]
+        codes = ((n, k), np.uint8) if self.layout == "tiles" else ((n, k + -k % INT8_K_MULTIPLE), np.int8)
+        return [ArraySpec.of(f"{self.name}.packed_weight", *codes), ArraySpec.of(f"{self.name}.scales", (n,), np.int16)]
 
     def run(self) -> PackedLinear:
         """Pack into new memory; the numpy packers' arrays stay in `self.arrays` (named as specs() names them)."""
@@ -122,7 +127,7 @@ class Job:
         if self.format == "int4":
             _int4(self.parts, weight, scales, self.layout)
         else:
-            _int8(self.parts, weight, scales)
+            _int8(self.parts, weight, scales, self.layout)
         return self.layer(arrays)
 
     def layer(self, arrays: dict[str, np.ndarray]) -> PackedLinear:
@@ -132,21 +137,21 @@ class Job:
                             self.layout)
 
 
-INT4_KERNELS = ("auto", "native", "torch")
+KERNELS = ("auto", "native", "torch")
 
 
-def int4_layout(kernel: str = "auto") -> str:
+def packed_layout(kernel: str = "auto") -> str:
     """The int4 layout for `kernel`: "tiles" for the native kernel ("auto": where it runs on this CPU),
     "torch" for PyTorch's."""
-    if kernel not in INT4_KERNELS:
-        raise ValueError(f"int4 kernel '{kernel}' is not one of {', '.join(INT4_KERNELS)}")
+    if kernel not in KERNELS:
+        raise ValueError(f"int4 kernel '{kernel}' is not one of {', '.join(KERNELS)}")
     if kernel == "torch":
         return "torch"
-    if int4_cpu.available():
+    if cpu_matmul.available():
         return "tiles"
     if kernel == "native":
         raise ValueError("the native int4 kernel needs an x86 CPU with AVX-512 VNNI and a C compiler (cc); "
-                         "use int4_kernel='torch'")
+                         "use kernels='torch'")
     return "torch"
 
 
@@ -161,7 +166,11 @@ def weight_format(parts: list[Part]) -> str | None:
 def pack_linear(parts: list[Part], layout: str = "torch") -> PackedLinear | None:
     """One PackedLinear for `parts` (one weight, or several of one input fused); None when they would not fuse."""
     fmt = weight_format(parts)
-    return None if fmt is None else Job("linear", parts, fmt, layout=layout if fmt == "int4" else "torch").run()
+    if fmt is None:
+        return None
+    job = Job("linear", parts, fmt)
+    job.layout = layout if job.tiles_fit() else "torch"
+    return job.run()
 
 
 def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray, layout: str) -> None:
@@ -169,7 +178,7 @@ def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray, layout: str
     kernel reads them)."""
     pairs = scales.view(np.uint32)[..., 0]  # one uint32 each: (groups, n), or (n / 16, groups, 16) for tiles
     tiles, torch_layout = layout == "tiles", cpu_int4_layout()
-    for at, rows, kind in _slabs(parts, int4_cpu.TILE_ROWS if tiles else torch_layout.block_rows):
+    for at, rows, kind in _slabs(parts, cpu_matmul.TILE_ROWS if tiles else torch_layout.block_rows):
         end = at + rows.shape[0]
         if tiles:
             pack_int4_tiles(rows, Q4_FORMATS[kind], weight[at:end])
@@ -181,11 +190,20 @@ def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray, layout: str
             scales_and_zeros_into(rows, kind, pairs[:, at:end])
 
 
-def _int8(parts: list[Part], codes: np.ndarray, scales: np.ndarray) -> None:
-    """Fill codes (n, k rounded up) int8 and scales (n,) int16 (bf16 bits)."""
-    for at, rows, kind in _slabs(parts, 1):
+def _int8(parts: list[Part], codes: np.ndarray, scales: np.ndarray, layout: str) -> None:
+    """Fill codes (n, k rounded up) int8, or (n, k) uint8 tiles, and scales (n,) int16 (bf16 bits)."""
+    tiles = layout == "tiles"
+    for at, rows, kind in _slabs(parts, cpu_matmul.TILE_ROWS if tiles else 1):
         end = at + rows.shape[0]
-        int8_rows_into(rows, kind, codes[at:end], scales.view(np.uint16)[at:end])
+        if not tiles:
+            int8_rows_into(rows, kind, codes[at:end], scales.view(np.uint16)[at:end])
+            continue
+        n, k = rows.shape[0], codes.shape[1]
+        flat = np.empty((n, k), np.int8)
+        int8_rows_into(rows, kind, flat, scales.view(np.uint16)[at:end])
+        # c + 128 is c's two's-complement byte with its top bit flipped; (tile, 4 inputs, row, 4)
+        biased = np.bitwise_xor(flat.view(np.uint8), 0x80).reshape(n // 16, 16, k // 4, 4)
+        codes[at:end].reshape(n // 16, k // 4, 16, 4)[...] = biased.transpose(0, 2, 1, 3)
 
 
 def _slabs(parts: list[Part], multiple: int):
@@ -209,14 +227,14 @@ class ModelPacking:
     """The packed layers of one model: planned from the tensor directory (nothing read), then mapped from a
     weight cache entry or packed from the file (into a new entry when a cache is given)."""
 
-    def __init__(self, model: Transformer, gguf: GGUFFile, mapping: dict[str, str], int4_kernel: str = "auto"):
-        self.gguf, self.int4_layout = gguf, int4_layout(int4_kernel)
+    def __init__(self, model: Transformer, gguf: GGUFFile, mapping: dict[str, str], kernels: str = "auto"):
+        self.gguf, self.layout = gguf, packed_layout(kernels)
         self.rest = dict(mapping)  # what is left for dense loading (norms)
         self.jobs = _embedding_jobs(model, gguf, self.rest) + _fused_jobs(model, gguf, self.rest) \
             + _linear_jobs(model, gguf, self.rest)
         self.jobs.sort(key=lambda job: -sum(p.data.nbytes for p in job.parts))  # largest first: threads end together
         for job in self.jobs:
-            job.layout = self.int4_layout if job.format == "int4" else "torch"
+            job.layout = self.layout if job.tiles_fit() else "torch"
         self.cacheable = all(job.in_numpy() for job in self.jobs)  # the torch reference's arrays are its own
         self.specs = [spec for job in self.jobs for spec in job.specs()] if self.cacheable else []
 
@@ -243,7 +261,7 @@ class ModelPacking:
             writer.start({name: array for job in self.jobs for name, array in job.arrays.items()})
 
     def _key(self, cache: WeightCache) -> str:
-        layout = "tiles" if self.int4_layout == "tiles" else cpu_int4_layout()
+        layout = "tiles" if self.layout == "tiles" else cpu_int4_layout()
         return cache.key(self.gguf.path, f"packing {PACKING_VERSION}, torch {torch.__version__}, int4 {layout}")
 
 

@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dequant import GGML_TYPES, _as_bytes, _bits, _f16, _k_scales, _nibbles, dequantize, type_name
-from .kernels import int4_cpu
+from .kernels import cpu_matmul
 
 GROUP_SIZE = 32  # one GGUF block (Q4_0/Q4_1) or sub-block (Q4_K) per int4 group
 INNER_K_TILES = 2  # the CPU packer ignores it; 2 asks least of K (a multiple of 32) on other backends
 INT8_K_MULTIPLE = 16  # _weight_int8pack_mm returns garbage (or crashes) unless K is a multiple of 16
 INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 FORMATS = ("int4", "int8")
-INT4_LAYOUTS = ("torch", "tiles")
+LAYOUTS = ("torch", "tiles")
 
 
 class PackedLinear(nn.Module):
@@ -31,10 +31,10 @@ class PackedLinear(nn.Module):
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"format '{format}' is not supported; choose one of {', '.join(FORMATS)}")
-        if layout not in INT4_LAYOUTS or (layout == "tiles" and format != "int4"):
-            raise ValueError(f"layout '{layout}' is not one of {', '.join(INT4_LAYOUTS)} for {format} weights")
-        # int4 "torch": PyTorch's _weight_int4pack_mm_for_cpu layout (int4_pack.py); "tiles": the native
-        # AVX-512 VNNI kernel's (kernels/int4_cpu.c), which quantizes activations to int8 as llama.cpp does
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout '{layout}' is not one of {', '.join(LAYOUTS)}")
+        # "torch": PyTorch's _weight_int4pack_mm_for_cpu / _weight_int8pack_mm layouts; "tiles": the native
+        # AVX-512 VNNI kernels' (kernels/cpu_matmul.c), which quantize activations to int8 as llama.cpp does
         self.in_features, self.out_features, self.format, self.layout = in_features, out_features, format, layout
         # int4: (out, in / 2) uint8 in the CPU kernel's layout; int8: (out, in rounded up to 16)
         self.register_buffer("packed_weight", packed_weight)
@@ -49,7 +49,8 @@ class PackedLinear(nn.Module):
         # The CPU kernels are fast only for bfloat16 activations (float32 is 20-30x slower).
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()  # (rows, in_features)
         if self.layout == "tiles":
-            y = int4_cpu.int4_matmul(rows, self.packed_weight, self.scales, self.out_features)
+            kernel = cpu_matmul.int4_matmul if self.format == "int4" else cpu_matmul.int8_matmul
+            y = kernel(rows, self.packed_weight, self.scales, self.out_features)
         elif self.format == "int4":
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed_weight, GROUP_SIZE, self.scales)
         else:
@@ -132,12 +133,18 @@ class Int8Embedding(nn.Module):
         super().__init__()
         if table.format != "int8":
             raise ValueError("Int8Embedding needs an int8 table")
-        self.dim = table.in_features
+        self.dim, self.tiles = table.in_features, table.layout == "tiles"
         self.register_buffer("codes", table.packed_weight)  # the same storage as the head's
         self.register_buffer("scales", table.scales)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.codes[ids, :self.dim].to(torch.bfloat16) * self.scales[ids].unsqueeze(-1)
+        if self.tiles:  # row r: tile r // 16, lane r % 16 of every 4-input chunk; codes + 128
+            n = self.codes.shape[0]
+            tiled = self.codes.view(n // 16, self.dim // 4, 16, 4)
+            codes = tiled[ids // 16, :, ids % 16].reshape(*ids.shape, self.dim).to(torch.int16) - 128
+        else:
+            codes = self.codes[ids, :self.dim]
+        return codes.to(torch.bfloat16) * self.scales[ids].unsqueeze(-1)
 
 
 class GGUFEmbedding(nn.Module):

@@ -93,27 +93,27 @@ def bench_engine_command(ctx, model_path, device, batch_size, new_tokens, prompt
         raise click.ClickException("--device cuda: no CUDA GPU is available")
     if shape is not None:
         return _bench_shape(shape, work_dir, prompt_tokens or 128, new_tokens or 16, not no_cold, as_json,
-                            ctx.obj.weight_cache, ctx.obj.int4_kernel)
+                            ctx.obj.weight_cache, ctx.obj.kernels)
     sizes = (QUICK if quick else Sizes()).with_overrides(batch_size=batch_size, new_tokens=new_tokens,
                                                          prompt_tokens=prompt_tokens, threads=threads,
                                                          variants=False if no_variants else None)
     try:
         report = bench_engine(model_path or ctx.obj.model_path, device, sizes, verbose=True,
                               questions_path=questions_path, busy_core=busy_core, weight_cache=ctx.obj.weight_cache,
-                              int4_kernel=ctx.obj.int4_kernel)
+                              kernels=ctx.obj.kernels)
     except ValueError as exc:  # a bad model or questions file, or a prompt longer than its context
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 
 
 def _bench_shape(shape: str, work_dir: Path | None, prompt_tokens: int, new_tokens: int, cold: bool, as_json: bool,
-                 weight_cache: Path | None, int4_kernel: str):
+                 weight_cache: Path | None, kernels: str):
     from .load import bench_load, default_work_dir, format_load_table
 
     say = lambda message: click.echo(f"[bench] {message}", err=True)  # noqa: E731
     try:
         report = bench_load(shape, work_dir or default_work_dir(), prompt_tokens, new_tokens, cold, say, weight_cache,
-                            int4_kernel)
+                            kernels)
     except (ValueError, OSError, RuntimeError) as exc:  # no room for the files, a bad work dir, a side that failed
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_load_table(report))

@@ -114,7 +114,7 @@ def _ours_times(engine, ids: list[int], params) -> tuple[float, float, int]:
     return times[0], times[-1], len(times)
 
 
-def first_load(model_path: str | None, device: str, weight_cache: str, int4_kernel: str = "auto") -> float:
+def first_load(model_path: str | None, device: str, weight_cache: str, kernels: str = "auto") -> float:
     """Seconds to load with this model's weight cache entry removed first: packing, as a model's first load does
     (the entry is then written in the background, and this process waits for it at exit)."""
     from engine import WeightCache, load_model
@@ -122,12 +122,12 @@ def first_load(model_path: str | None, device: str, weight_cache: str, int4_kern
 
     WeightCache(weight_cache).forget(model_path or default_model_path())
     started = time.perf_counter()
-    load_model(model_path, device=device, weight_cache=weight_cache, int4_kernel=int4_kernel).close()
+    load_model(model_path, device=device, weight_cache=weight_cache, kernels=kernels).close()
     return time.perf_counter() - started
 
 
 def run_ours(model_path: str | None, device: str, sizes: Sizes, questions: tuple[list[str], str],
-             verbose: bool, weight_cache: str | None = None, int4_kernel: str = "auto") -> tuple[Workload, dict]:
+             verbose: bool, weight_cache: str | None = None, kernels: str = "auto") -> tuple[Workload, dict]:
     """Load our engine, build the shared workload with its tokenizer, and measure every metric."""
     if sizes.threads:
         import torch
@@ -136,12 +136,12 @@ def run_ours(model_path: str | None, device: str, sizes: Sizes, questions: tuple
     from engine import load_model
 
     started = time.perf_counter()
-    engine = load_model(model_path, device=device, weight_cache=weight_cache, int4_kernel=int4_kernel)
+    engine = load_model(model_path, device=device, weight_cache=weight_cache, kernels=kernels)
     load_s = time.perf_counter() - started
     try:
         workload = build_workload(engine, str(engine.path), device, sizes, *questions)
         _say(verbose, "ours", f"loaded in {load_s:.1f}s; few-shot prefix {workload.prefix_tokens} tokens")
-        return workload, {"load_s": load_s, "int4_kernel": engine.info["int4_kernel"],
+        return workload, {"load_s": load_s, "kernels": engine.info["kernels"],
                           **_measure_ours(engine, workload, verbose)}
     finally:
         engine.close()  # stops the scheduler thread
@@ -246,20 +246,20 @@ TARGETS = {"batch_tok_s": 5.0, "decode_tok_s": 1.0}  # ours/llama.cpp with the d
 
 def bench_engine(model_path: str | None = None, device: str = "cpu", sizes: Sizes = Sizes(),
                  verbose: bool = False, questions_path: Path = SHIPPED_QUESTIONS, busy_core: bool = False,
-                 weight_cache: Path | None = None, int4_kernel: str = "auto") -> dict:
+                 weight_cache: Path | None = None, kernels: str = "auto") -> dict:
     """Run ours, then llama.cpp (never at once: they would share the cores), and compare.
 
     `busy_core`: a busy-loop neighbour holds one core throughout, as a browser or a build would.
     `weight_cache`: ours loads as users' commands do, mapping the packed weights its first load (timed
-    in a child of its own before) wrote there; None: ours packs at load. `int4_kernel`: as load_model's.
+    in a child of its own before) wrote there; None: ours packs at load. `kernels`: as load_model's.
     """
     questions = load_questions(max(sizes.batch_size, 200), questions_path)  # read here: a bad file fails before loading
     cache = str(weight_cache) if weight_cache is not None else None
     with _busy_neighbour(busy_core):
-        first_load_s = _in_child(first_load, model_path, device, cache, int4_kernel) \
+        first_load_s = _in_child(first_load, model_path, device, cache, kernels) \
             if cache is not None and device == "cpu" else None
         load_before = {"ours": os.getloadavg()[0]}  # other work on the machine skews both sides
-        workload, ours = _in_child(run_ours, model_path, device, sizes, questions, verbose, cache, int4_kernel)
+        workload, ours = _in_child(run_ours, model_path, device, sizes, questions, verbose, cache, kernels)
         ours["first_load_s"] = first_load_s
         load_before["llamacpp"] = os.getloadavg()[0]
         theirs = _in_child(run_llama_cpp, workload, verbose)
@@ -316,7 +316,7 @@ def format_table(report: dict) -> str:
         lines.append(f"{label:<44} {cells[0]:>10} {cells[1]:>10} {_cell(ratio, '{:.2f}x', 1):>7}{note}")
     cores = s.get("cores", s["threads"])  # reports before --threads had one number
     lines += [f"model {Path(s['model']).name}: {s['gguf_bytes'] / 2**20:.1f} MiB GGUF; device {s['device']}; "
-              f"{s['threads']} threads of {cores} cores; ours' int4 kernel: {s['ours'].get('int4_kernel')}",
+              f"{s['threads']} threads of {cores} cores; ours' int4 kernel: {s['ours'].get('kernels')}",
               f"few-shot prefix {w['few_shot_prefix_tokens']} tokens, batch prompts {w['batch_prompt_tokens_mean']:.0f} "
               f"tokens on average; questions: {w['questions']}",
               f"1-min load average before each side: ours {s['load_average_before']['ours']:.1f}, "

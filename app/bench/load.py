@@ -39,7 +39,7 @@ class Run:
     new_tokens: int
     eos_id: int | None
     weight_cache: str | None = None  # ours: the folder of packed weights it maps or writes
-    int4_kernel: str = "auto"  # ours: as load_model's
+    kernels: str = "auto"  # ours: as load_model's
 
 
 def default_work_dir() -> Path:
@@ -49,7 +49,7 @@ def default_work_dir() -> Path:
 
 
 def bench_load(shape: str, work_dir: Path, prompt_tokens: int = 128, new_tokens: int = 16, cold: bool = True,
-               say=lambda _: None, weight_cache: Path | None = None, int4_kernel: str = "auto") -> dict:
+               say=lambda _: None, weight_cache: Path | None = None, kernels: str = "auto") -> dict:
     """Every file x (warm, cold) x (ours, llama.cpp), one fresh process each; ratios ours / llama.cpp."""
     from engine.loader import default_model_path
 
@@ -62,14 +62,14 @@ def bench_load(shape: str, work_dir: Path, prompt_tokens: int = 128, new_tokens:
         for cache in ("warm", "cold") if cold else ("warm",):
             row = {"file": label, "path": str(path), "gguf_bytes": os.path.getsize(path), "cache": cache}
             if cache_folder is not None and cache == "warm":
-                row["ours_first"] = _first_load(Run("ours", str(path), prompt, new_tokens, eos, cache_folder, int4_kernel),
+                row["ours_first"] = _first_load(Run("ours", str(path), prompt, new_tokens, eos, cache_folder, kernels),
                                                 say)
             for side in ("ours", "llamacpp"):
                 row[f"{side}_cache"] = _prepare(path, cache, say, cache_folder if side == "ours" else None)
                 row[f"{side}_load_average"] = os.getloadavg()[0]
                 say(f"{label}, {cache}: {side}")
                 row[side] = in_fresh_process(Run(side, str(path), prompt, new_tokens, eos,
-                                                 cache_folder if side == "ours" else None, int4_kernel))
+                                                 cache_folder if side == "ours" else None, kernels))
             row["ratios"] = {k: _ratio(row["ours"][k], row["llamacpp"][k]) for k in METRICS}
             rows.append(row)
     return {"shape": shape, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "threads": os.cpu_count(),
@@ -179,7 +179,7 @@ def _load(run: Run):
     if run.side == "ours":
         from engine import load_model
 
-        return load_model(run.path, device="cpu", weight_cache=run.weight_cache, int4_kernel=run.int4_kernel)
+        return load_model(run.path, device="cpu", weight_cache=run.weight_cache, kernels=run.kernels)
     from llama_cpp import Llama
 
     threads = os.cpu_count()

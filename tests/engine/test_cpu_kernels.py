@@ -1,17 +1,17 @@
-"""The native int4 kernel (kernels/int4_cpu.c) against its references: the exact int8-activation math in
-float64, PyTorch's int4 kernel on the same weights, and itself in other batch shapes and thread counts."""
+"""The native int4 and int8 kernels (kernels/cpu_matmul.c) against their references: the exact int8-activation
+math in float64, PyTorch's kernels on the same weights, and themselves in other batch shapes and thread counts."""
 import numpy as np
 import pytest
 import torch
 
 from engine import load_model
-from engine.kernels import int4_cpu
-from engine.packing import Part, int4_layout, pack_linear
-from engine.quant_linear import _int4_parts
+from engine.kernels import cpu_matmul
+from engine.packing import Part, pack_linear, packed_layout
+from engine.quant_linear import Int8Embedding, _int4_parts
 
 from .test_quant_linear import random_weight, relative_error
 
-native = pytest.mark.skipif(not int4_cpu.available(), reason="needs AVX-512 VNNI and a C compiler")
+native = pytest.mark.skipif(not cpu_matmul.available(), reason="needs AVX-512 VNNI and a C compiler")
 SHAPES = [("Q4_0", (64, 384)), ("Q4_1", (96, 576)), ("Q4_K", (48, 512))]
 
 
@@ -27,14 +27,19 @@ def tile_codes(weight: torch.Tensor, n: int, k: int) -> np.ndarray:
     return codes.transpose(0, 2, 1, 3, 4).reshape(n, k)
 
 
-def int8_activation_reference(x: torch.Tensor, codes, scales, zeros) -> torch.Tensor:
-    """What the kernel computes, in float64: x quantized per row and group of 32 as it does (float32 steps)."""
+def quantized_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x quantized per row and group of 32 as the kernels do it (float32 steps): xq (M, groups, 32), dx (M, groups, 1)."""
     M, K = x.shape
     groups = x.float().view(M, K // 32, 32)
     amax = groups.abs().amax(-1, keepdim=True)
     inverse = torch.where(amax > 0, torch.tensor(127.0) / amax, torch.zeros_like(amax))
-    xq = torch.round(groups * inverse).double()  # round half to even, as vcvtps2dq
-    dx = (amax / 127.0).double()
+    return torch.round(groups * inverse).double(), (amax / 127.0).double()  # round half to even, as vcvtps2dq
+
+
+def int8_activation_reference(x: torch.Tensor, codes, scales, zeros) -> torch.Tensor:
+    """What the int4 kernel computes, in float64."""
+    K = x.shape[1]
+    xq, dx = quantized_activations(x)
     w = (codes.double() - 8).view(codes.shape[0], K // 32, 32)  # (N, groups, 32)
     dots = torch.einsum("mgi,ngi->mng", xq, w)  # (M, N, groups): sum((q - 8) xq)
     sums = xq.sum(-1)  # (M, groups)
@@ -76,8 +81,36 @@ def test_native_and_pytorch_kernels_agree_on_the_same_weights(kind, shape):
 
 
 @native
-def test_a_row_comes_out_the_same_alone_in_any_batch_and_on_any_thread_count():
-    layer, _ = packed("Q4_K", (256, 1024), "tiles")
+@pytest.mark.parametrize("rows", [1, 4, 6, 64])
+@pytest.mark.parametrize("kind", ["Q8_0", "Q6_K"])
+def test_the_int8_kernel_computes_the_int8_activation_math_and_agrees_with_pytorchs(kind, rows):
+    shape = (48, 512)
+    tiles, _ = packed(kind, shape, "tiles")
+    reference = packed(kind, shape, "torch")[0]
+    assert tiles.format == reference.format == "int8" and tiles.layout == "tiles"
+    codes = reference.packed_weight[:, :shape[1]].double()  # the same int8 codes and scales
+    assert torch.equal(tiles.scales, reference.scales)
+    x = torch.randn(rows, shape[1]).to(torch.bfloat16)
+    xq, dx = quantized_activations(x)
+    exact = torch.einsum("mgi,ngi->mng", xq, codes.view(shape[0], -1, 32)) * dx.squeeze(-1)[:, None, :]
+    exact = exact.sum(-1) * reference.scales.double()
+    y = tiles(x).double()
+    assert ((y - exact).abs() <= exact.abs() * 2**-7 + 1e-6).all()
+    assert relative_error(tiles(x), reference(x)) < 1.5e-2
+
+
+@native
+def test_a_tiled_int8_table_looks_up_the_same_embeddings():
+    tiles, _ = packed("Q8_0", (64, 96), "tiles")
+    reference, _ = packed("Q8_0", (64, 96), "torch")
+    ids = torch.tensor([[0, 17, 63], [5, 5, 31]])
+    assert torch.equal(Int8Embedding(tiles)(ids), Int8Embedding(reference)(ids))
+
+
+@native
+@pytest.mark.parametrize("kind", ["Q4_K", "Q8_0"])
+def test_a_row_comes_out_the_same_alone_in_any_batch_and_on_any_thread_count(kind):
+    layer, _ = packed(kind, (256, 1024), "tiles")
     x = torch.randn(64, 1024).to(torch.bfloat16)
     threads = torch.get_num_threads()
     try:
@@ -95,23 +128,24 @@ def test_a_row_comes_out_the_same_alone_in_any_batch_and_on_any_thread_count():
 @native
 def test_models_load_on_the_native_kernel_unless_told_otherwise(default_gguf):
     native_engine = load_model(default_gguf, device="cpu")
-    torch_engine = load_model(default_gguf, device="cpu", int4_kernel="torch")
-    assert native_engine.info["int4_kernel"] == "native" and torch_engine.info["int4_kernel"] == "torch"
+    torch_engine = load_model(default_gguf, device="cpu", kernels="torch")
+    assert native_engine.info["kernels"] == "native" and torch_engine.info["kernels"] == "torch"
+    assert native_engine.model.output.layout == "tiles"  # the tied int8 head too
     ids = native_engine.tokenizer.encode("The capital of France is Paris. The capital of Italy is")
     a, b = native_engine.logits(ids), torch_engine.logits(ids)
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9
-    with pytest.raises(ValueError, match="int4_kernel 'fast' is not one of"):
-        load_model(default_gguf, device="cpu", int4_kernel="fast")
+    with pytest.raises(ValueError, match="kernels 'fast' is not one of"):
+        load_model(default_gguf, device="cpu", kernels="fast")
     native_engine.close()
     torch_engine.close()
 
 
 def test_without_the_instructions_auto_falls_back_and_native_says_why(monkeypatch):
-    monkeypatch.setattr(int4_cpu, "cpu_supports", lambda: False)
-    int4_cpu._library.cache_clear()
+    monkeypatch.setattr(cpu_matmul, "cpu_supports", lambda: False)
+    cpu_matmul._library.cache_clear()
     try:
-        assert not int4_cpu.available() and int4_layout("auto") == "torch"
+        assert not cpu_matmul.available() and packed_layout("auto") == "torch"
         with pytest.raises(ValueError, match="AVX-512 VNNI"):
-            int4_layout("native")
+            packed_layout("native")
     finally:
-        int4_cpu._library.cache_clear()
+        cpu_matmul._library.cache_clear()

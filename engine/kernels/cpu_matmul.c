@@ -1,4 +1,4 @@
-/* int4 weights x int8 activations on AVX-512 VNNI: y = x @ W^T for PackedLinear's "tiles" layout.
+/* int4 and int8 weights x int8 activations on AVX-512 VNNI: y = x @ W^T for PackedLinear's "tiles" layouts.
  *
  * W (N, K) holds 4-bit codes q with a bf16 (scale, zero) pair per output row and group of 32 inputs:
  * w = (q - 8) * scale + zero, as PyTorch's int4 CPU kernel reads them (int4_pack.py).
@@ -8,6 +8,10 @@
  * with four int8 activations broadcast to every lane. Scales: (N / 16, K / 32, 16) uint32, bf16
  * scale in the low half, bf16 zero in the high half: a tile's codes and its scales are two sequential
  * streams (scales strided by N would be a stream per group, more than the prefetchers follow).
+ *
+ * int8: codes c in -127..127 with one bf16 scale per row, w = c * scale, stored as c + 128 (vpdpbusd
+ * multiplies unsigned bytes): N / 16 tiles of K / 4 chunks of 64 bytes, byte 4r + t of chunk c
+ * holding row r's input 4c + t; the + 128 comes back out as 128 * sum(xq).
  *
  * Activations are quantized per row and group of 32 to int8 with one float scale, as llama.cpp's
  * Q8_0 does: x ~ dx * xq. Per group: sum((q - 8) x) = dx * (sum(q xq) - 8 sum(xq)), and the zero
@@ -120,6 +124,66 @@ void int4_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, cons
                     case 3: tile_rows_3(wt, st, N, K, xr, dr, sr, yr); break;
                     case 2: tile_rows_2(wt, st, N, K, xr, dr, sr, yr); break;
                     default: tile_rows_1(wt, st, N, K, xr, dr, sr, yr); break;
+                }
+            }
+        }
+    }
+}
+
+/* int8 tiles: ROWS activation rows against one tile of 16 output rows. */
+#define INT8_TILE_ROWS(ROWS)                                                                          \
+static void int8_rows_##ROWS(const uint8_t *wt, __m512 scale, int64_t N, int64_t K,                     \
+                             const int8_t *xq, const float *dx, const int32_t *sx, uint16_t *y) {      \
+    const int64_t groups = K / GROUP;                                                                  \
+    __m512 acc[ROWS];                                                                                  \
+    for (int r = 0; r < ROWS; r++) acc[r] = _mm512_setzero_ps();                                       \
+    for (int64_t g = 0; g < groups; g++) {                                                             \
+        __m512i dot[ROWS];                                                                             \
+        for (int r = 0; r < ROWS; r++) dot[r] = _mm512_setzero_si512();                                \
+        for (int c = 0; c < 8; c++) {                                                                  \
+            __m512i w = _mm512_loadu_si512((const void *)(wt + (g * 8 + c) * 64));                     \
+            for (int r = 0; r < ROWS; r++)                                                             \
+                dot[r] = _mm512_dpbusd_epi32(dot[r], w,                                                \
+                                             _mm512_set1_epi32(load_i32(xq + r * K + g * GROUP + c * 4))); \
+        }                                                                                              \
+        for (int r = 0; r < ROWS; r++) {                                                               \
+            __m512i v = _mm512_sub_epi32(dot[r], _mm512_set1_epi32(128 * sx[r * groups + g]));         \
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(dx[r * groups + g]), acc[r]); \
+        }                                                                                              \
+    }                                                                                                  \
+    for (int r = 0; r < ROWS; r++)                                                                     \
+        _mm256_storeu_si256((__m256i *)(y + r * N), f32x16_to_bf16(_mm512_mul_ps(acc[r], scale)));     \
+}
+
+INT8_TILE_ROWS(1)
+INT8_TILE_ROWS(2)
+INT8_TILE_ROWS(3)
+INT8_TILE_ROWS(4)
+
+/* y (M, N) bf16 = x (M, K) bf16 @ W^T for int8 tiles; scales: (N,) bf16. Scratch as int4_matmul's. */
+void int8_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, const uint16_t *scales, int64_t N,
+                 uint16_t *y, int8_t *xq, float *dx, int32_t *sx, int threads) {
+    const int64_t groups = K / GROUP, tiles = N / 16;
+    #pragma omp parallel num_threads(threads)
+    {
+        #pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; m++)
+            quantize_row(x + m * K, K, xq + m * K, dx + m * groups, sx + m * groups);
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            const uint8_t *wt = w + t * K * 16;
+            const __m512 scale = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(scales + t * 16)));
+            for (int64_t m = 0; m < M; m += 4) {
+                const int64_t rows = M - m < 4 ? M - m : 4;
+                const int8_t *xr = xq + m * K;
+                const float *dr = dx + m * groups;
+                const int32_t *sr = sx + m * groups;
+                uint16_t *yr = y + m * N + t * 16;
+                switch (rows) {
+                    case 4: int8_rows_4(wt, scale, N, K, xr, dr, sr, yr); break;
+                    case 3: int8_rows_3(wt, scale, N, K, xr, dr, sr, yr); break;
+                    case 2: int8_rows_2(wt, scale, N, K, xr, dr, sr, yr); break;
+                    default: int8_rows_1(wt, scale, N, K, xr, dr, sr, yr); break;
                 }
             }
         }

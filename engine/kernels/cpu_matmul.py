@@ -1,10 +1,11 @@
-"""The AVX-512 VNNI int4 matmul (int4_cpu.c): built with the system C compiler on first use, called by ctypes.
+"""The AVX-512 VNNI int4 and int8 matmuls (cpu_matmul.c): built with the system C compiler on first use,
+called through ctypes.
 
 The library is compiled once per source and flags into a folder of the system temp dir and linked to
 the OpenMP runtime PyTorch already loaded (same soname), so its parallel regions use PyTorch's thread
 team instead of starting a second one (compute.py says why two teams on two cores are slow). Where
 the CPU lacks the instructions, or there is no compiler, `available()` is False and PackedLinear runs
-PyTorch's int4 kernel on its own layout instead.
+PyTorch's int4 and int8 kernels on their own layouts instead.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("int4_cpu.c")
+SOURCE = Path(__file__).with_name("cpu_matmul.c")
 FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
          "-mavx512vnni", "-mfma")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
@@ -54,8 +55,9 @@ def _library() -> ctypes.CDLL | None:
         log.warning("int4 kernel could not be built or loaded (%s); PyTorch's int4 kernel is used", exc)
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.int4_matmul.argtypes = [p, i64, i64, p, p, i64, p, p, p, p, ctypes.c_int]
-    lib.int4_matmul.restype = None
+    for kernel in (lib.int4_matmul, lib.int8_matmul):
+        kernel.argtypes = [p, i64, i64, p, p, i64, p, p, p, p, ctypes.c_int]
+        kernel.restype = None
     return lib
 
 
@@ -64,7 +66,7 @@ def _built(compiler: str) -> Path:
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / f"reason-studio-kernels-{os.getuid()}"
-    target = folder / f"int4_cpu-{digest}.so"
+    target = folder / f"cpu_matmul-{digest}.so"
     if target.is_file():
         return target
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -79,13 +81,23 @@ def available() -> bool:
 
 
 def int4_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out_features: int) -> torch.Tensor:
-    """x (M, K) bf16 contiguous @ W^T -> (M, N) bf16; weight: the tiles layout (N * K / 2 bytes), scales:
-    (K / 32, N, 2) bf16 (scale, zero) pairs."""
+    """x (M, K) bf16 contiguous @ W^T -> (M, N) bf16; weight: the int4 tiles layout (N * K / 2 bytes), scales:
+    (N / 16, K / 32, 16, 2) bf16 (scale, zero) pairs."""
+    return _matmul(_library().int4_matmul, x, weight, scales, out_features)
+
+
+def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out_features: int) -> torch.Tensor:
+    """x (M, K) bf16 contiguous @ W^T -> (M, N) bf16; weight: the int8 tiles layout (N * K bytes, codes + 128),
+    scales: (N,) bf16."""
+    return _matmul(_library().int8_matmul, x, weight, scales, out_features)
+
+
+def _matmul(kernel, x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out_features: int) -> torch.Tensor:
     M, K = x.shape
     y = torch.empty(M, out_features, dtype=torch.bfloat16)
     xq = torch.empty(M * K, dtype=torch.int8)
     dx = torch.empty(M * (K // GROUP), dtype=torch.float32)
     sx = torch.empty(M * (K // GROUP), dtype=torch.int32)
-    _library().int4_matmul(x.data_ptr(), M, K, weight.data_ptr(), scales.data_ptr(), out_features, y.data_ptr(),
+    kernel(x.data_ptr(), M, K, weight.data_ptr(), scales.data_ptr(), out_features, y.data_ptr(),
                            xq.data_ptr(), dx.data_ptr(), sx.data_ptr(), torch.get_num_threads())
     return y
