@@ -168,7 +168,8 @@ def cpu_int4_layout() -> Int4Layout | None:
 def pack_int4_tiles(rows: np.ndarray, fmt: Q4Format, out: np.ndarray) -> None:
     """Q4 rows (n_rows, row bytes) uint8, n_rows a multiple of 16 -> out (n_rows, in_features / 2) uint8 in
     the native kernel's tiles layout (kernels/cpu_matmul.c): per 16 rows and 8 inputs, 64 bytes, byte 4r + t
-    holding row r's code of input t in its low nibble and of input t + 4 in its high nibble."""
+    holding row r's code of input t in its low nibble and of input t + 4 in its high nibble. The reference
+    of the compiled packer (cpu_matmul.pack_q4_tiles), which loading uses."""
     n_rows, row_bytes = rows.shape
     in_features = row_bytes // fmt.block_bytes * fmt.block_values
     step = max(16, CHUNK_BYTES // row_bytes // 16 * 16)

@@ -20,7 +20,7 @@ from torch import nn
 from . import pages
 from .dequant import GGML_TYPES, UnsupportedTensorType, type_name
 from .gguf_file import GGUFFile, ModelFileError
-from .int4_pack import Q4_FORMATS, cpu_int4_layout, pack_int4, pack_int4_tiles
+from .int4_pack import Q4_FORMATS, cpu_int4_layout, pack_int4
 from .int4_scales import scales_and_zeros_into
 from .int8_pack import DECODERS, int8_rows_into
 from .kernels import cpu_matmul
@@ -181,7 +181,8 @@ def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray, layout: str
     for at, rows, kind in _slabs(parts, cpu_matmul.TILE_ROWS if tiles else torch_layout.block_rows):
         end = at + rows.shape[0]
         if tiles:
-            pack_int4_tiles(rows, Q4_FORMATS[kind], weight[at:end])
+            fmt = Q4_FORMATS[kind]  # compiled: the numpy int4_pack.pack_int4_tiles took ~2x the time of a load
+            cpu_matmul.pack_q4_tiles(rows, fmt.block_values, fmt.block_bytes, fmt.codes_at, fmt.run, weight[at:end])
             by_group = np.empty((pairs.shape[1], rows.shape[0]), np.uint32)
             scales_and_zeros_into(rows, kind, by_group)
             pairs[at // 16:end // 16] = by_group.reshape(by_group.shape[0], -1, 16).transpose(1, 0, 2)

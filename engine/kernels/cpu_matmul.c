@@ -189,3 +189,33 @@ void int8_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, cons
         }
     }
 }
+
+/* GGUF Q4 rows -> the int4 tiles layout, for n_rows (a multiple of 16) rows of row_bytes bytes. A Q4 block
+ * holds block_values codes from byte codes_at on: `run` bytes give `run` codes in their low nibbles, then
+ * the next `run` codes in their high nibbles (Q4_0 / Q4_1: run 16; Q4_K: run 32). Rows go in parallel. */
+void pack_q4_tiles(const uint8_t *rows, int64_t n_rows, int64_t row_bytes, int64_t block_values,
+                   int64_t block_bytes, int64_t codes_at, int64_t run, uint8_t *out, int threads) {
+    const int64_t blocks = row_bytes / block_bytes, K = blocks * block_values, chunks = K / 8;
+    #pragma omp parallel num_threads(threads)
+    {
+        uint8_t codes[K];
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < n_rows; r++) {
+            const uint8_t *row = rows + r * row_bytes;
+            for (int64_t b = 0; b < blocks; b++) {
+                const uint8_t *held = row + b * block_bytes + codes_at;
+                uint8_t *c = codes + b * block_values;
+                for (int64_t j = 0; j < block_values / (2 * run); j++)
+                    for (int64_t i = 0; i < run; i++) {
+                        const uint8_t byte = held[j * run + i];
+                        c[j * 2 * run + i] = byte & 0x0F;
+                        c[j * 2 * run + run + i] = byte >> 4;
+                    }
+            }
+            uint8_t *tile = out + (r / 16) * chunks * 64 + (r % 16) * 4;
+            for (int64_t k = 0; k < chunks; k++)
+                for (int t = 0; t < 4; t++)
+                    tile[k * 64 + t] = codes[8 * k + t] | (uint8_t)(codes[8 * k + 4 + t] << 4);
+        }
+    }
+}

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def _library() -> ctypes.CDLL | None:
     for kernel in (lib.int4_matmul, lib.int8_matmul):
         kernel.argtypes = [p, i64, i64, p, p, i64, p, p, p, p, ctypes.c_int]
         kernel.restype = None
+    lib.pack_q4_tiles.argtypes = [p, i64, i64, i64, i64, i64, i64, p, ctypes.c_int]
+    lib.pack_q4_tiles.restype = None
     return lib
 
 
@@ -101,3 +104,12 @@ def _matmul(kernel, x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor,
     kernel(x.data_ptr(), M, K, weight.data_ptr(), scales.data_ptr(), out_features, y.data_ptr(),
                            xq.data_ptr(), dx.data_ptr(), sx.data_ptr(), torch.get_num_threads())
     return y
+
+
+def pack_q4_tiles(rows: np.ndarray, block_values: int, block_bytes: int, codes_at: int, run: int,
+                  out: np.ndarray, threads: int = 1) -> None:
+    """GGUF Q4 rows (n, row bytes) uint8, n a multiple of 16 -> out (n, in_features / 2) uint8 in the int4
+    tiles layout (int4_pack.pack_int4_tiles is the numpy reference). ctypes lets go of the GIL meanwhile."""
+    assert rows.flags.c_contiguous and out.flags.c_contiguous and rows.shape[0] % TILE_ROWS == 0
+    _library().pack_q4_tiles(rows.ctypes.data, rows.shape[0], rows.shape[1], block_values, block_bytes, codes_at,
+                             run, out.ctypes.data, threads)

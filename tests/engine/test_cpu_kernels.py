@@ -149,3 +149,17 @@ def test_without_the_instructions_auto_falls_back_and_native_says_why(monkeypatc
             packed_layout("native")
     finally:
         cpu_matmul._library.cache_clear()
+
+
+@native
+@pytest.mark.parametrize("kind, shape", [*SHAPES, ("Q4_K", (32, 11008))])
+def test_the_compiled_tile_packer_equals_the_numpy_one(kind, shape):
+    from engine.int4_pack import Q4_FORMATS, pack_int4_tiles
+
+    data, _ = random_weight(kind, shape)
+    rows = np.asarray(data).reshape(shape[0], -1).view(np.uint8)
+    fmt = Q4_FORMATS[kind]
+    ours, reference = np.empty((shape[0], shape[1] // 2), np.uint8), np.empty((shape[0], shape[1] // 2), np.uint8)
+    cpu_matmul.pack_q4_tiles(np.ascontiguousarray(rows), fmt.block_values, fmt.block_bytes, fmt.codes_at, fmt.run, ours, 2)
+    pack_int4_tiles(rows, fmt, reference)
+    assert np.array_equal(ours, reference)
