@@ -109,7 +109,7 @@ def format_variants(ours: dict) -> str:
         cell = "-" if value is None else (f"{value:.0%}" if is_rate else f"{value:.1f}")
         ratio = variants.get(key.replace("_tok_s", "_ratio"))
         ratio = "" if is_rate or ratio is None else f"{ratio:.2f}x"
-        pairs = variants.get(key.replace("_tok_s", "_ratios")) or []
+        pairs = [] if is_rate else variants.get(key.replace("_tok_s", "_ratios")) or []
         spread = " ".join("-" if r is None else f"{r:.2f}" for r in pairs)
         lines.append(f"{label:<44} {cell:>10} {ratio:>9}  {spread}".rstrip())
     return "\n".join(lines)

@@ -80,3 +80,12 @@ def test_bench_engine_refuses_a_bad_questions_file_before_loading_a_model(tmp_pa
     assert result.exit_code == 1 and "q.jsonl:1: not a JSON line" in result.output
     result = CliRunner().invoke(cli, ["bench", "engine", "--questions", str(tmp_path / "absent.jsonl")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_the_options_table_shows_each_pair_and_the_acceptance_rate():
+    from app.bench.engine_variants import format_variants
+
+    variants = {"decode_plain_tok_s": 50.0, "decode_draft4_tok_s": 60.0, "decode_draft4_ratio": 1.2,
+                "decode_draft4_ratios": [1.1, 1.2, None], "draft4_acceptance": 0.5}
+    table = format_variants({"variants": variants})
+    assert "1.20x  1.10 1.20 -" in table and "50%" in table
