@@ -61,8 +61,9 @@ static inline int32_t load_i32(const int8_t *p) {
 /* ROWS activation rows (m0 ..) against one tile of 16 output rows; ROWS is a constant, so the
  * accumulators stay in registers. */
 #define TILE_ROWS(ROWS)                                                                               \
-static void tile_rows_##ROWS(const uint8_t *wt, const uint32_t *sz, int64_t N, int64_t K,              \
+static void tile_rows_##ROWS(const uint8_t *wt, const void *tile_scales, int64_t N, int64_t K,        \
                              const int8_t *xq, const float *dx, const int32_t *sx, uint16_t *y) {      \
+    const uint32_t *sz = (const uint32_t *)tile_scales;                                                \
     const int64_t groups = K / GROUP;                                                                  \
     const __m512i low = _mm512_set1_epi8(0x0F);                                                        \
     __m512 acc[ROWS];                                                                                  \
@@ -100,9 +101,15 @@ TILE_ROWS(2)
 TILE_ROWS(3)
 TILE_ROWS(4)
 
-/* y (M, N) bf16 = x (M, K) bf16 @ W^T. xq (M, K), dx and sx (M, K / 32): scratch the caller owns. */
-void int4_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, const uint32_t *sz, int64_t N,
-                 uint16_t *y, int8_t *xq, float *dx, int32_t *sx, int threads) {
+/* ROWS rows of activations against one tile: wt its weights, tile_scales its scales (the layout's own). */
+typedef void (*tile_fn)(const uint8_t *wt, const void *tile_scales, int64_t N, int64_t K, const int8_t *xq,
+                        const float *dx, const int32_t *sx, uint16_t *y);
+
+/* y (M, N) bf16 = x (M, K) bf16 @ W^T over tiles of tile_bytes weights and scale_bytes scales each; rows[r]
+ * computes r + 1 rows. xq (M, K), dx and sx (M, K / 32): scratch the caller owns. */
+static void tiled_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, int64_t tile_bytes,
+                         const uint8_t *scales, int64_t scale_bytes, int64_t N, uint16_t *y, int8_t *xq,
+                         float *dx, int32_t *sx, int threads, const tile_fn rows[4]) {
     const int64_t groups = K / GROUP, tiles = N / 16;
     #pragma omp parallel num_threads(threads)
     {
@@ -110,30 +117,28 @@ void int4_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, cons
         for (int64_t m = 0; m < M; m++)
             quantize_row(x + m * K, K, xq + m * K, dx + m * groups, sx + m * groups);
         #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tiles; t++) {
-            const uint8_t *wt = w + t * (K / 8) * 64;
-            const uint32_t *st = sz + t * groups * 16;
+        for (int64_t t = 0; t < tiles; t++)
             for (int64_t m = 0; m < M; m += 4) {
-                const int64_t rows = M - m < 4 ? M - m : 4;
-                const int8_t *xr = xq + m * K;
-                const float *dr = dx + m * groups;
-                const int32_t *sr = sx + m * groups;
-                uint16_t *yr = y + m * N + t * 16;
-                switch (rows) {
-                    case 4: tile_rows_4(wt, st, N, K, xr, dr, sr, yr); break;
-                    case 3: tile_rows_3(wt, st, N, K, xr, dr, sr, yr); break;
-                    case 2: tile_rows_2(wt, st, N, K, xr, dr, sr, yr); break;
-                    default: tile_rows_1(wt, st, N, K, xr, dr, sr, yr); break;
-                }
+                const int64_t n = M - m < 4 ? M - m : 4;
+                rows[n - 1](w + t * tile_bytes, scales + t * scale_bytes, N, K, xq + m * K, dx + m * groups,
+                            sx + m * groups, y + m * N + t * 16);
             }
-        }
     }
+}
+
+static const tile_fn INT4_ROWS[4] = {tile_rows_1, tile_rows_2, tile_rows_3, tile_rows_4};
+
+/* int4 tiles: K / 8 chunks of 64 bytes a tile; scales (N / 16, K / 32, 16) uint32 (scale, zero) pairs. */
+void int4_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, const uint32_t *sz, int64_t N,
+                 uint16_t *y, int8_t *xq, float *dx, int32_t *sx, int threads) {
+    tiled_matmul(x, M, K, w, K * 8, (const uint8_t *)sz, (K / GROUP) * 16 * 4, N, y, xq, dx, sx, threads, INT4_ROWS);
 }
 
 /* int8 tiles: ROWS activation rows against one tile of 16 output rows. */
 #define INT8_TILE_ROWS(ROWS)                                                                          \
-static void int8_rows_##ROWS(const uint8_t *wt, __m512 scale, int64_t N, int64_t K,                     \
+static void int8_rows_##ROWS(const uint8_t *wt, const void *tile_scales, int64_t N, int64_t K,        \
                              const int8_t *xq, const float *dx, const int32_t *sx, uint16_t *y) {      \
+    const __m512 scale = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)tile_scales));             \
     const int64_t groups = K / GROUP;                                                                  \
     __m512 acc[ROWS];                                                                                  \
     for (int r = 0; r < ROWS; r++) acc[r] = _mm512_setzero_ps();                                       \
@@ -160,34 +165,12 @@ INT8_TILE_ROWS(2)
 INT8_TILE_ROWS(3)
 INT8_TILE_ROWS(4)
 
-/* y (M, N) bf16 = x (M, K) bf16 @ W^T for int8 tiles; scales: (N,) bf16. Scratch as int4_matmul's. */
+static const tile_fn INT8_ROWS[4] = {int8_rows_1, int8_rows_2, int8_rows_3, int8_rows_4};
+
+/* int8 tiles: K / 4 chunks of 64 bytes a tile; scales (N,) bf16, 16 a tile. */
 void int8_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, const uint16_t *scales, int64_t N,
                  uint16_t *y, int8_t *xq, float *dx, int32_t *sx, int threads) {
-    const int64_t groups = K / GROUP, tiles = N / 16;
-    #pragma omp parallel num_threads(threads)
-    {
-        #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; m++)
-            quantize_row(x + m * K, K, xq + m * K, dx + m * groups, sx + m * groups);
-        #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tiles; t++) {
-            const uint8_t *wt = w + t * K * 16;
-            const __m512 scale = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(scales + t * 16)));
-            for (int64_t m = 0; m < M; m += 4) {
-                const int64_t rows = M - m < 4 ? M - m : 4;
-                const int8_t *xr = xq + m * K;
-                const float *dr = dx + m * groups;
-                const int32_t *sr = sx + m * groups;
-                uint16_t *yr = y + m * N + t * 16;
-                switch (rows) {
-                    case 4: int8_rows_4(wt, scale, N, K, xr, dr, sr, yr); break;
-                    case 3: int8_rows_3(wt, scale, N, K, xr, dr, sr, yr); break;
-                    case 2: int8_rows_2(wt, scale, N, K, xr, dr, sr, yr); break;
-                    default: int8_rows_1(wt, scale, N, K, xr, dr, sr, yr); break;
-                }
-            }
-        }
-    }
+    tiled_matmul(x, M, K, w, K * 16, (const uint8_t *)scales, 16 * 2, N, y, xq, dx, sx, threads, INT8_ROWS);
 }
 
 /* GGUF Q4 rows -> the int4 tiles layout, for n_rows (a multiple of 16) rows of row_bytes bytes. A Q4 block
