@@ -44,16 +44,16 @@ def cpu_supports() -> bool:
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     if not cpu_supports():
-        log.info("int4 kernel: this CPU lacks AVX-512 VNNI; PyTorch's int4 kernel is used")
+        log.info("native kernels: this CPU lacks AVX-512 VNNI; PyTorch's kernels are used")
         return None
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        log.warning("int4 kernel: no C compiler (cc) on PATH; PyTorch's int4 kernel is used (about 2x slower)")
+        log.warning("native kernels: no C compiler (cc) on PATH; PyTorch's kernels are used (about 2x slower)")
         return None
     try:
         lib = ctypes.CDLL(str(_built(compiler)))
     except (OSError, subprocess.CalledProcessError) as exc:
-        log.warning("int4 kernel could not be built or loaded (%s); PyTorch's int4 kernel is used", exc)
+        log.warning("native kernels could not be built or loaded (%s); PyTorch's kernels are used", exc)
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     for kernel in (lib.int4_matmul, lib.int8_matmul):
@@ -68,15 +68,25 @@ def _built(compiler: str) -> Path:
     """The shared library for this source and these flags, compiled once (atomically: a rename)."""
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"reason-studio-kernels-{os.getuid()}"
+    folder = _private_folder(Path(tempfile.gettempdir()) / f"reason-studio-kernels-{os.getuid()}")
     target = folder / f"cpu_matmul-{digest}.so"
     if target.is_file():
         return target
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = folder / f"{target.name}.{os.getpid()}.tmp"
     subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)], check=True, capture_output=True, timeout=120)
     os.replace(partial, target)
     return target
+
+
+def _private_folder(folder: Path) -> Path:
+    """`folder`, made if missing, when only this user can write it (a library loaded from a folder that
+    others can write to would run their code); otherwise a new private folder of its own."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if folder.is_symlink() or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        log.warning("native kernels: %s is not this user's private folder; building in a new one", folder)
+        return Path(tempfile.mkdtemp(prefix="reason-studio-kernels-"))
+    return folder
 
 
 def available() -> bool:

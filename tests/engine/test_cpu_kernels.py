@@ -163,3 +163,12 @@ def test_the_compiled_tile_packer_equals_the_numpy_one(kind, shape):
     cpu_matmul.pack_q4_tiles(np.ascontiguousarray(rows), fmt.block_values, fmt.block_bytes, fmt.codes_at, fmt.run, ours, 2)
     pack_int4_tiles(rows, fmt, reference)
     assert np.array_equal(ours, reference)
+
+
+def test_the_library_is_never_taken_from_a_folder_others_can_write(tmp_path):
+    shared = tmp_path / "kernels"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # as another user's planted folder in /tmp would be
+    assert cpu_matmul._private_folder(shared) != shared
+    own = tmp_path / "own"
+    assert cpu_matmul._private_folder(own) == own and own.stat().st_mode & 0o777 == 0o700
