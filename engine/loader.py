@@ -18,7 +18,7 @@ from .chat_template import ChatTemplate, ChatTemplateError
 from .dequant import UnsupportedTensorType, block_mins, dequantize, type_name
 from .gguf_file import GGUFFile, ModelFileError
 from .metadata_bounds import check_heads, check_rope_table, check_vocab, checked
-from .model import ModelArgs, Transformer, rope_table
+from .model import Attention, ModelArgs, RMSNorm, Transformer, rope_table
 from .packing import ModelPacking, drop_file_pages
 from .rope import ROPE_SCALINGS, RopeScaling
 from .tensor_check import check_tensors
@@ -205,6 +205,10 @@ def build_transformer(gguf: GGUFFile, args: ModelArgs, device: torch.device, dty
     model.freqs_cis = model.freqs_cis.to(device)
     if llama_cpp_numerics:
         _set_activation_formats(model, gguf, mapping)
+    if packing is not None and packing.layout == "tiles":  # the native kernels also take the norms and RoPE
+        for module in model.modules():
+            if isinstance(module, RMSNorm) and module.weight.shape[0] % 16 == 0 or isinstance(module, Attention):
+                module.native = True
     drop_file_pages(gguf)  # every weight is copied or packed by now
     return model.eval()
 

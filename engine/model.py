@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activation_quant import fake_quantize, q8_1_sum_error
+from .kernels import cpu_matmul
 from .paged_attention import PagedBatch, paged_attention
 from .rope import RopeScaling, apply_rotary_emb, precompute_freqs_cis
 
@@ -73,8 +74,11 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.native = False  # bf16 on the CPU through kernels/cpu_matmul.c (set by the loader with the native kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native and x.dtype == torch.bfloat16 and self.weight.dtype == torch.bfloat16:
+            return cpu_matmul.rms_norm(x.contiguous(), self.weight, self.eps)  # one call instead of ~8 ops
         if x.dtype != torch.float32:  # the fast path: one fused fp32 kernel
             return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
         # float32 is the reference: fp64 sum of squares, as ggml does
@@ -104,6 +108,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(args.head_dim, args.norm_eps) if args.qk_norm else None
         self.rope_layout = args.rope_layout
         self.fp16_rounding = False  # llama.cpp's f16 KV cache and f16 matmul inputs; see loader
+        self.native = False  # RoPE through kernels/cpu_matmul.c (set by the loader with the native kernels)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """q|k|v of every token: (B, T, n_heads + 2 * n_kv_heads, head_dim)."""
@@ -115,6 +120,10 @@ class Attention(nn.Module):
     def _qkv(self, x: torch.Tensor, freqs_cis: torch.Tensor):
         qkv = self._project(x)
         heads = self.n_heads + self.n_kv_heads
+        if self.native and self.q_norm is None and qkv.dtype == torch.bfloat16:  # one call instead of ~8 ops
+            qkv = qkv.contiguous()
+            cpu_matmul.rope_(qkv, heads, freqs_cis, self.rope_layout)
+            return qkv[:, :, :self.n_heads], qkv[:, :, self.n_heads:heads], qkv[:, :, heads:]
         qk, v = qkv[:, :, :heads], qkv[:, :, heads:]
         if self.q_norm is not None:  # qwen3: each head normalised before its rotation
             qk = torch.cat([self.q_norm(qk[:, :, :self.n_heads]), self.k_norm(qk[:, :, self.n_heads:])], dim=2)

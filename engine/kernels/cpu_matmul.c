@@ -20,6 +20,7 @@
  */
 #include <immintrin.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 #define GROUP 32
@@ -199,6 +200,54 @@ void pack_q4_tiles(const uint8_t *rows, int64_t n_rows, int64_t row_bytes, int64
             for (int64_t k = 0; k < chunks; k++)
                 for (int t = 0; t < 4; t++)
                     tile[k * 64 + t] = codes[8 * k + t] | (uint8_t)(codes[8 * k + 4 + t] << 4);
+        }
+    }
+}
+
+/* RMSNorm of `rows` bf16 rows of `dim` values (a multiple of 16) by a bf16 weight, in float32:
+ * y = x / sqrt(mean(x^2) + eps) * w, rounded to bf16; one call instead of PyTorch's ~8 small ops. */
+void rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, const uint16_t *weight, float eps, uint16_t *y) {
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *xr = x + r * dim;
+        __m512 squares = _mm512_setzero_ps();
+        for (int64_t i = 0; i < dim; i += 16) {
+            __m512 v = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(xr + i)));
+            squares = _mm512_fmadd_ps(v, v, squares);
+        }
+        const float scale = 1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)dim + eps);
+        for (int64_t i = 0; i < dim; i += 16) {
+            __m512 v = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(xr + i)));
+            __m512 w = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(weight + i)));
+            v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(scale)), w);
+            _mm256_storeu_si256((__m256i *)(y + r * dim + i), f32x16_to_bf16(v));
+        }
+    }
+}
+
+/* RoPE on the first n heads (head_dim bf16 values each) of `tokens` rows token_stride values apart, in
+ * place: pair p of a head (x[2p], x[2p + 1])
+ * ("norm" layout) or (x[p], x[p + head_dim / 2]) (neox) rotated by the token's (cos, sin) of pair p, in float32,
+ * as rope.apply_rotary_emb computes it. cos_sin: (tokens, head_dim / 2, 2) float32. */
+void rope_bf16(uint16_t *x, int64_t tokens, int64_t token_stride, int64_t n, int64_t head_dim, const float *cos_sin,
+               int neox) {
+    const int64_t half = head_dim / 2;
+    for (int64_t t = 0; t < tokens; t++) {
+        const float *cs = cos_sin + t * head_dim;
+        for (int64_t h = 0; h < n; h++) {
+            uint16_t *v = x + t * token_stride + h * head_dim;
+            for (int64_t p = 0; p < half; p++) {
+                uint16_t *a = neox ? v + p : v + 2 * p, *b = neox ? v + p + half : v + 2 * p + 1;
+                uint32_t abits = (uint32_t)*a << 16, bbits = (uint32_t)*b << 16;
+                float af, bf, c = cs[2 * p], s = cs[2 * p + 1];
+                memcpy(&af, &abits, 4);
+                memcpy(&bf, &bbits, 4);
+                const float ra = af * c - bf * s, rb = af * s + bf * c;
+                uint32_t rab, rbb;
+                memcpy(&rab, &ra, 4);
+                memcpy(&rbb, &rb, 4);
+                *a = (uint16_t)((rab + 0x7FFF + ((rab >> 16) & 1)) >> 16);  /* to bf16, nearest even */
+                *b = (uint16_t)((rbb + 0x7FFF + ((rbb >> 16) & 1)) >> 16);
+            }
         }
     }
 }

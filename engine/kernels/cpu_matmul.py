@@ -61,6 +61,10 @@ def _library() -> ctypes.CDLL | None:
         kernel.restype = None
     lib.pack_q4_tiles.argtypes = [p, i64, i64, i64, i64, i64, i64, p, ctypes.c_int]
     lib.pack_q4_tiles.restype = None
+    lib.rms_norm_bf16.argtypes = [p, i64, i64, p, ctypes.c_float, p]
+    lib.rms_norm_bf16.restype = None
+    lib.rope_bf16.argtypes = [p, i64, i64, i64, i64, p, ctypes.c_int]
+    lib.rope_bf16.restype = None
     return lib
 
 
@@ -73,7 +77,8 @@ def _built(compiler: str) -> Path:
     if target.is_file():
         return target
     partial = folder / f"{target.name}.{os.getpid()}.tmp"
-    subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)], check=True, capture_output=True, timeout=120)
+    subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial), "-lm"], check=True, capture_output=True,
+                   timeout=120)
     os.replace(partial, target)
     return target
 
@@ -108,11 +113,11 @@ def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out
 def _matmul(kernel, x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out_features: int) -> torch.Tensor:
     M, K = x.shape
     y = torch.empty(M, out_features, dtype=torch.bfloat16)
-    xq = torch.empty(M * K, dtype=torch.int8)
+    xq = torch.empty(M * K, dtype=torch.int8)  # the activations' int8 codes, group scales and code sums
     dx = torch.empty(M * (K // GROUP), dtype=torch.float32)
     sx = torch.empty(M * (K // GROUP), dtype=torch.int32)
     kernel(x.data_ptr(), M, K, weight.data_ptr(), scales.data_ptr(), out_features, y.data_ptr(),
-                           xq.data_ptr(), dx.data_ptr(), sx.data_ptr(), torch.get_num_threads())
+           xq.data_ptr(), dx.data_ptr(), sx.data_ptr(), torch.get_num_threads())
     return y
 
 
@@ -123,3 +128,21 @@ def pack_q4_tiles(rows: np.ndarray, block_values: int, block_bytes: int, codes_a
     assert rows.flags.c_contiguous and out.flags.c_contiguous and rows.shape[0] % TILE_ROWS == 0
     _library().pack_q4_tiles(rows.ctypes.data, rows.shape[0], rows.shape[1], block_values, block_bytes, codes_at,
                              run, out.ctypes.data, threads)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm of x (..., dim) bf16 contiguous by weight (dim,) bf16, in float32, as one call (model.RMSNorm's
+    F.rms_norm path is the reference)."""
+    y = torch.empty_like(x)
+    dim = x.shape[-1]
+    _library().rms_norm_bf16(x.data_ptr(), x.numel() // dim, dim, weight.data_ptr(), eps, y.data_ptr())
+    return y
+
+
+def rope_(qkv: torch.Tensor, heads: int, freqs_cis: torch.Tensor, layout: str) -> None:
+    """RoPE in place on the first `heads` heads of qkv (B, T, all heads, head_dim) bf16 contiguous, with
+    freqs_cis (B, T, head_dim / 2, 2) (cos, sin); rope.apply_rotary_emb is the reference."""
+    B, T, total, head_dim = qkv.shape
+    cos_sin = freqs_cis.float().contiguous()
+    _library().rope_bf16(qkv.data_ptr(), B * T, total * head_dim, heads, head_dim, cos_sin.data_ptr(),
+                         int(layout == "neox"))

@@ -172,3 +172,35 @@ def test_the_library_is_never_taken_from_a_folder_others_can_write(tmp_path):
     assert cpu_matmul._private_folder(shared) != shared
     own = tmp_path / "own"
     assert cpu_matmul._private_folder(own) == own and own.stat().st_mode & 0o777 == 0o700
+
+
+@native
+@pytest.mark.parametrize("rows", [1, 3, 64])
+def test_the_native_rms_norm_equals_pytorchs_within_bf16_rounding(rows):
+    from engine.model import RMSNorm
+
+    norm = RMSNorm(576, 1e-5).to(torch.bfloat16)
+    norm.weight.data = torch.randn(576).to(torch.bfloat16)
+    x = (torch.randn(rows, 2, 576) * 3).to(torch.bfloat16)
+    reference = norm(x)
+    norm.native = True
+    ours = norm(x)
+    assert ours.dtype == torch.bfloat16 and ours.shape == x.shape
+    assert ((ours.float() - reference.float()).abs() <= reference.float().abs() * 2**-7 + 1e-6).all()
+    assert torch.equal(norm(x[:1]), ours[:1])  # a row does not depend on its batch
+
+
+@native
+@pytest.mark.parametrize("layout", ["norm", "neox"])
+def test_the_native_rope_equals_the_reference_within_bf16_rounding(layout):
+    from engine.rope import apply_rotary_emb
+
+    B, T, heads, kv, head_dim = 3, 5, 6, 2, 64
+    qkv = torch.randn(B, T, heads + kv, head_dim).to(torch.bfloat16)
+    angles = torch.rand(B, T, head_dim // 2) * 6
+    freqs = torch.stack([angles.cos(), angles.sin()], dim=-1)
+    reference = apply_rotary_emb(qkv[:, :, :heads], freqs, layout)
+    ours = qkv.clone()
+    cpu_matmul.rope_(ours, heads, freqs, layout)
+    assert ((ours[:, :, :heads].float() - reference.float()).abs() <= reference.float().abs() * 2**-7 + 1e-6).all()
+    assert torch.equal(ours[:, :, heads:], qkv[:, :, heads:])  # v untouched
