@@ -58,8 +58,9 @@ def test_a_branch_reuses_the_parents_prompt_from_the_prefix_cache(engine, store)
     parent = store.get_run(record_run(store, "Sam has 5 pens and loses 2. How many are left?", "cot", model, info,
                                       load_shipped("cot")).run_id)
     step = parent["steps"][0]
-    token = next(i for i, (_, _, alts) in enumerate(step["meta"]["logprobs"]) if len(alts) > 1)
-    alternative = step["meta"]["logprobs"][token][2][1][0]
+    # an alternative whose text differs from the chosen token's (two byte tokens can both read '�')
+    token, alternative = next((i, alt) for i, (text, _, alts) in enumerate(step["meta"]["logprobs"])
+                              for alt, _ in alts[1:] if alt != text)
     child = store.get_run(branch(store, parent["id"], 0, token, alternative, model, info).run_id)
     first = child["steps"][0]
     assert first["meta"]["cached_prompt_tokens"] > 0  # the shared prompt prefix was not computed again
