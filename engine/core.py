@@ -17,8 +17,9 @@ from .kv_pool import BlockPool, PoolExhausted
 from .loader import build_transformer, default_model_path, describe_gguf, model_args, resident_bytes
 from .model import ModelArgs
 from .model_runner import ModelRunner, score_tokens
-from .packing import KERNELS
+from .packing import check_kernels
 from .perplexity import Perplexity, perplexity
+from .quant_linear import PackedLinear
 from .reasoning import ReasoningTags
 from .request import RequestHandle
 from .sampling import SamplingParams
@@ -188,8 +189,6 @@ class Engine:
 def _kernels_of(model) -> str | None:
     """Which kernels the model's packed layers run on: "native", "torch", "native+torch" (some shapes do not
     fit the native tiles), or None (no packed layers)."""
-    from .quant_linear import PackedLinear
-
     layouts = {m.layout for m in model.modules() if isinstance(m, PackedLinear)}
     return "+".join(name for layout, name in (("tiles", "native"), ("torch", "torch")) if layout in layouts) or None
 
@@ -220,8 +219,7 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
     kernels: packed layers on "native" (int8 activations x int4/int8 weights on AVX-512 VNNI, as
     llama.cpp computes them), "torch" (PyTorch's bf16 kernels) or "auto" (native where the CPU has it).
     """
-    if kernels not in KERNELS:
-        raise ValueError(f"kernels '{kernels}' is not one of {', '.join(KERNELS)}")
+    check_kernels(kernels)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     gguf = GGUFFile(path if path is not None else default_model_path())

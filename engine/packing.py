@@ -140,17 +140,21 @@ class Job:
 KERNELS = ("auto", "native", "torch")
 
 
-def packed_layout(kernel: str = "auto") -> str:
-    """The int4 layout for `kernel`: "tiles" for the native kernel ("auto": where it runs on this CPU),
-    "torch" for PyTorch's."""
-    if kernel not in KERNELS:
-        raise ValueError(f"int4 kernel '{kernel}' is not one of {', '.join(KERNELS)}")
-    if kernel == "torch":
+def check_kernels(kernels: str) -> None:
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels '{kernels}' is not one of {', '.join(KERNELS)}")
+
+
+def packed_layout(kernels: str = "auto") -> str:
+    """The packed layers' layout for `kernels`: "tiles" for the native kernels ("auto": where they run on this
+    CPU), "torch" for PyTorch's."""
+    check_kernels(kernels)
+    if kernels == "torch":
         return "torch"
     if cpu_matmul.available():
         return "tiles"
-    if kernel == "native":
-        raise ValueError("the native int4 kernel needs an x86 CPU with AVX-512 VNNI and a C compiler (cc); "
+    if kernels == "native":
+        raise ValueError("the native kernels need an x86 CPU with AVX-512 VNNI and a C compiler (cc); "
                          "use kernels='torch'")
     return "torch"
 
@@ -238,6 +242,7 @@ class ModelPacking:
             job.layout = self.layout if job.tiles_fit() else "torch"
         self.cacheable = all(job.in_numpy() for job in self.jobs)  # the torch reference's arrays are its own
         self.specs = [spec for job in self.jobs for spec in job.specs()] if self.cacheable else []
+        self._cache_key: str | None = None  # the file's entry name: a stat and a 1 MiB read, made once
 
     def load_cached(self, cache: WeightCache | None) -> bool:
         """Install every layer from `cache`'s entry for this file; False (nothing installed) when there is none."""
@@ -262,8 +267,11 @@ class ModelPacking:
             writer.start({name: array for job in self.jobs for name, array in job.arrays.items()})
 
     def _key(self, cache: WeightCache) -> str:
-        layout = "tiles" if self.layout == "tiles" else cpu_int4_layout()
-        return cache.key(self.gguf.path, f"packing {PACKING_VERSION}, torch {torch.__version__}, int4 {layout}")
+        if self._cache_key is None:
+            layout = "tiles" if self.layout == "tiles" else cpu_int4_layout()
+            self._cache_key = cache.key(self.gguf.path, f"packing {PACKING_VERSION}, torch {torch.__version__}, "
+                                                        f"int4 {layout}")
+        return self._cache_key
 
 
 def drop_file_pages(gguf: GGUFFile) -> None:

@@ -45,8 +45,8 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
 
 def populate(view: np.ndarray) -> None:
     """Read the file pages under `view` and map them, in one call (a no-op for memory not mapped from a file)."""
-    if _is_file_view(view) and not _madvise(view, MADV_POPULATE_READ, inward=False):
-        _madvise(view, mmap.MADV_WILLNEED, inward=False)
+    if _is_file_view(view):
+        prefault(view)
 
 
 def drop(view: np.ndarray) -> None:

@@ -89,7 +89,7 @@ class WeightCache:
             return None
         data = self.folder / f"{key}.bin"
         layout = _layout(specs)
-        if manifest.get("arrays") != [[s.name, list(s.shape), s.dtype, at] for s, at in layout[0]] \
+        if manifest.get("arrays") != _arrays_entry(layout[0]) \
                 or not data.is_file() or data.stat().st_size != layout[1]:
             log.warning("weight cache entry %s does not match this engine's packing; packing again", key)
             return None
@@ -218,7 +218,7 @@ class CacheWriter:
     def _publish(self) -> None:
         folder, key = self.cache.folder, self.key
         manifest = {"version": MANIFEST_VERSION, "source": str(self.source.resolve()), "created": time.time(),
-                    "bytes": self.total, "arrays": [[s.name, list(s.shape), s.dtype, at] for s, at in self.layout]}
+                    "bytes": self.total, "arrays": _arrays_entry(self.layout)}
         os.replace(self.tmp, folder / f"{key}.bin")
         written = folder / f"{key}.json.{os.getpid()}.tmp"
         written.write_text(json.dumps(manifest))
@@ -235,6 +235,11 @@ def _layout(specs: list[ArraySpec]) -> tuple[list[tuple[ArraySpec, int]], int]:
         out.append((spec, at))
         at += spec.nbytes
     return out, at
+
+
+def _arrays_entry(layout: list[tuple[ArraySpec, int]]) -> list[list]:
+    """The manifest's list of arrays (name, shape, type, offset), written and compared in this one form."""
+    return [[s.name, list(s.shape), s.dtype, at] for s, at in layout]
 
 
 def _views(whole: np.ndarray, layout: list[tuple[ArraySpec, int]]) -> dict[str, np.ndarray]:

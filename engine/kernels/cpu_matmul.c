@@ -37,6 +37,20 @@ static inline __m256i f32x16_to_bf16(__m512 v) {
     return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
 }
 
+static inline float bf16_to_f32(uint16_t v) {
+    const uint32_t bits = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* The scalar twin of f32x16_to_bf16: nearest, ties to even. */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
 /* One row of K bf16 activations -> K int8 codes, K / 32 scales and K / 32 code sums. */
 void quantize_row(const uint16_t *x, int64_t K, int8_t *xq, float *dx, int32_t *sx) {
     for (int64_t g = 0; g < K / GROUP; g++) {
@@ -237,16 +251,9 @@ void rope_bf16(uint16_t *x, int64_t tokens, int64_t token_stride, int64_t n, int
             uint16_t *v = x + t * token_stride + h * head_dim;
             for (int64_t p = 0; p < half; p++) {
                 uint16_t *a = neox ? v + p : v + 2 * p, *b = neox ? v + p + half : v + 2 * p + 1;
-                uint32_t abits = (uint32_t)*a << 16, bbits = (uint32_t)*b << 16;
-                float af, bf, c = cs[2 * p], s = cs[2 * p + 1];
-                memcpy(&af, &abits, 4);
-                memcpy(&bf, &bbits, 4);
-                const float ra = af * c - bf * s, rb = af * s + bf * c;
-                uint32_t rab, rbb;
-                memcpy(&rab, &ra, 4);
-                memcpy(&rbb, &rb, 4);
-                *a = (uint16_t)((rab + 0x7FFF + ((rab >> 16) & 1)) >> 16);  /* to bf16, nearest even */
-                *b = (uint16_t)((rbb + 0x7FFF + ((rbb >> 16) & 1)) >> 16);
+                const float af = bf16_to_f32(*a), bf = bf16_to_f32(*b), c = cs[2 * p], s = cs[2 * p + 1];
+                *a = f32_to_bf16(af * c - bf * s);
+                *b = f32_to_bf16(af * s + bf * c);
             }
         }
     }
