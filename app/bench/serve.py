@@ -55,7 +55,7 @@ def bench_serve(model_path: str | None, load: Load = Load(), device: str = "cpu"
     questions = [q for q, _ in arithmetic_questions(64)]
     results = []
     for name, command in (("ours", _ours), ("llamacpp", _llama_cpp)):
-        port = _free_port()
+        port = free_port()
         with _child_server(command(path, port, device), port) as url:
             results.append({"server": name, **asyncio.run(_run_load(url, questions, load))})
         if progress:
@@ -77,7 +77,8 @@ def _llama_cpp(path: Path, port: int, device: str) -> list[str]:
             "--n_gpu_layers", "-1" if device == "cuda" else "0"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now (the tests that start servers use it too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -93,12 +94,17 @@ def _child_server(command: list[str], port: int):
             _wait_until_up(url, child, log)
             yield url
         finally:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            stop_child(child, 30)
+
+
+def stop_child(child: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s."""
+    child.terminate()
+    try:
+        child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _wait_until_up(url: str, child: subprocess.Popen, log) -> None:
