@@ -357,7 +357,9 @@ def test_batch_start_twice_is_refused_and_results_download_in_input_order(page, 
     expect(page.locator("#batch-upload-check")).to_contain_text("three.jsonl: 3 usable questions")
     page.locator("#batch-strategies").get_by_text("cot", exact=True).click()  # direct and cot
     expect(page.locator("#batch-templates-uses")).to_contain_text("direct → direct@2 (default)")
-    set_number(page, "batch-max-tokens", "16")
+    # enough work that the first batch is still running when the second click arrives: at 16 tokens the
+    # native kernels finished all six runs first once, and a second batch then rightly started
+    set_number(page, "batch-max-tokens", "64")
     page.locator("#batch-start").dblclick()
     expect(page.locator("#batch-message")).to_contain_text("already running", timeout=20_000)
     expect(page.locator("#batch-list tbody tr", has_text="three.jsonl")).to_have_count(1)
