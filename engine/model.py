@@ -14,7 +14,7 @@ from torch import nn
 
 from .activation_quant import fake_quantize, q8_1_sum_error
 from .kernels import cpu_matmul
-from .paged_attention import PagedBatch, paged_attention
+from .paged_attention import PagedBatch, decode_attention, paged_attention
 from .rope import RopeScaling, apply_rotary_emb, precompute_freqs_cis
 
 
@@ -117,13 +117,22 @@ class Attention(nn.Module):
             qkv = qkv + self.qkv_bias
         return qkv.view(*x.shape[:2], -1, self.head_dim)
 
+    def decodes_natively(self) -> bool:
+        """Whether a decode step's attention runs as one native kernel call (paged_attention.decode_attention)."""
+        return (self.native and self.q_norm is None and not self.fp16_rounding
+                and cpu_matmul.decode_attention_fits(self.n_heads, self.n_kv_heads, self.head_dim))
+
+    def _rotated_natively(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+        qkv = self._project(x).contiguous()
+        cpu_matmul.rope_(qkv, self.n_heads + self.n_kv_heads, freqs_cis, self.rope_layout)  # one call, not ~8 ops
+        return qkv
+
     def _qkv(self, x: torch.Tensor, freqs_cis: torch.Tensor):
-        qkv = self._project(x)
         heads = self.n_heads + self.n_kv_heads
-        if self.native and self.q_norm is None and qkv.dtype == torch.bfloat16:  # one call instead of ~8 ops
-            qkv = qkv.contiguous()
-            cpu_matmul.rope_(qkv, heads, freqs_cis, self.rope_layout)
+        if self.native and self.q_norm is None and x.dtype == torch.bfloat16:
+            qkv = self._rotated_natively(x, freqs_cis)
             return qkv[:, :, :self.n_heads], qkv[:, :, self.n_heads:heads], qkv[:, :, heads:]
+        qkv = self._project(x)
         qk, v = qkv[:, :, :heads], qkv[:, :, heads:]
         if self.q_norm is not None:  # qwen3: each head normalised before its rotation
             qk = torch.cat([self.q_norm(qk[:, :, :self.n_heads]), self.k_norm(qk[:, :, self.n_heads:])], dim=2)
@@ -131,6 +140,8 @@ class Attention(nn.Module):
         return qk[:, :, :self.n_heads], qk[:, :, self.n_heads:], v
 
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, paged: PagedBatch, layer: int) -> torch.Tensor:
+        if paged.decode is not None:  # built so only when every layer decodes natively
+            return self.wo(decode_attention(self._rotated_natively(x, freqs_cis), self.n_heads, paged, layer))
         q, k, v = self._qkv(x, freqs_cis)
         return self.wo(paged_attention(q, k, v, paged, layer, self.fp16_rounding))  # (B, T, dim)
 
@@ -183,6 +194,11 @@ class Transformer(nn.Module):
     def dtype(self) -> torch.dtype:
         """The compute dtype (norm weights are always dense and kept in it)."""
         return self.norm.weight.dtype
+
+    @property
+    def native_decode(self) -> bool:
+        """Whether a decode step's attention runs natively in every layer (forward_rows builds its batch so)."""
+        return all(layer.attention.decodes_natively() for layer in self.layers)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, paged: PagedBatch,
                 logits_at: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

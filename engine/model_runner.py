@@ -35,7 +35,8 @@ def forward_rows(model: Transformer, pool: BlockPool, rows: list[RowPlan], share
     args = model.args
     paged = PagedBatch.build(pool.k, pool.v, [r.block_table for r in rows], [r.start for r in rows], lengths,
                              shared_blocks, pool.block_size, pool.k.dtype, args.n_heads // args.n_kv_heads,
-                             args.sliding_window, batch_invariant=any(r.deterministic for r in rows))
+                             args.sliding_window, batch_invariant=any(r.deterministic for r in rows),
+                             native_decode=getattr(model, "native_decode", False))  # stand-in models: no
     logits_at = None if every_position else _sampled_positions(rows, device)
     return model(tokens.to(device), positions.to(device), paged, logits_at)
 

@@ -8,6 +8,10 @@ second call, and the two partial results are merged by their log-sum-exp. That r
 prefix once per layer instead of once per row. With a sliding window (Mistral-style, where a
 file declares one) a query sees only the `window` most recent keys, itself included, and the
 prefix is not split out.
+
+A decode step (one new token per row) on the native kernels takes neither call: one kernel per layer
+writes the new K/V and reads each row's keys in place through its block table
+(kernels/cpu_attention.c; the flash path is its reference).
 """
 from __future__ import annotations
 
@@ -16,6 +20,17 @@ from dataclasses import dataclass
 import torch
 
 from .activation_quant import fake_quantize, fp16_rounded_attention
+from .kernels import cpu_matmul
+
+
+@dataclass(frozen=True)
+class DecodeTables:
+    """A decode step for the native kernel: each row's block table and key count (its new token included)."""
+    tables: torch.Tensor  # (B, width) int32, rows padded with block 0
+    keys: torch.Tensor  # (B,) int32
+    block_size: int
+    window: int  # a query sees at most this many keys; 0: all
+    shared: int  # keys of a prefix every row shares (PagedBatch.shared_slots), attended for all rows at once
 
 
 @dataclass
@@ -23,21 +38,31 @@ class PagedBatch:
     """Where a batch's new tokens go in the pool and which slots each query may read."""
     k_pool: torch.Tensor  # (n_layers, slots, n_kv_heads, head_dim)
     v_pool: torch.Tensor
-    write_slots: torch.Tensor  # (B * T,) slot of every new token; padding goes to scratch block 0
-    own_slots: torch.Tensor  # (B, L) key slots after the shared prefix, per row; padding: slot 0
-    own_bias: torch.Tensor  # (B, 1, groups * T, L) 0 where a query may look, -inf elsewhere, in the model dtype
-    own_mask: torch.Tensor  # (B, 1, T, L) the same as booleans
+    write_slots: torch.Tensor | None  # (B * T,) slot of every new token; padding goes to scratch block 0
+    own_slots: torch.Tensor | None  # (B, L) key slots after the shared prefix, per row; padding: slot 0
+    own_bias: torch.Tensor | None  # (B, 1, groups * T, L) 0 where a query may look, -inf elsewhere, in the model dtype
+    own_mask: torch.Tensor | None  # (B, 1, T, L) the same as booleans
     shared_slots: torch.Tensor | None  # (S,) slots of the prefix every row shares, or None
     own_start: int | None = None  # a single row whose own slots are consecutive: read them as a view
     exact: list[tuple[int, int]] | None = None  # batch-invariant mode: each row's (new tokens, keys)
+    decode: DecodeTables | None = None  # set (and the slot tensors above None) for decode_attention
 
     @classmethod
     def build(cls, k_pool, v_pool, block_tables: list[list[int]], starts: list[int], lengths: list[int],
               shared_blocks: int, block_size: int, dtype: torch.dtype, groups: int, window: int = 0,
-              batch_invariant: bool = False) -> PagedBatch:
+              batch_invariant: bool = False, native_decode: bool = False) -> PagedBatch:
         """starts[b]: tokens already cached in row b; lengths[b]: its new tokens; shared_blocks: common leading blocks;
-        window: the sliding attention window (0: none); batch_invariant: attend row by row (see exact_attention)."""
+        window: the sliding attention window (0: none); batch_invariant: attend row by row (see exact_attention);
+        native_decode: the model attends by decode_attention when every row has one new token."""
         device = k_pool.device
+        if native_decode and not batch_invariant and max(lengths) == 1:
+            width = max(len(table) for table in block_tables)
+            tables = torch.tensor([table + [0] * (width - len(table)) for table in block_tables], dtype=torch.int32)
+            keys = torch.tensor([start + 1 for start in starts], dtype=torch.int32)
+            shared = shared_blocks * block_size if not window else 0
+            shared_slots = _prefix_slots(block_tables[0], shared_blocks, block_size) if shared else None
+            return cls(k_pool, v_pool, None, None, None, None, shared_slots,
+                       decode=DecodeTables(tables, keys, block_size, window, shared))
         if window or batch_invariant:
             shared_blocks = 0  # every query masks differently, or a row must not depend on its neighbours
         width = max(lengths)
@@ -59,10 +84,7 @@ class PagedBatch:
             mask[b, 0, n:, 0] = True  # padded queries look at one slot so their softmax stays finite
         # the bias follows the grouped query layout of paged_attention: group-major, then T
         bias = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, float("-inf")).repeat(1, 1, groups, 1)
-        shared_slots = None
-        if shared:
-            table = torch.tensor(block_tables[0][:shared_blocks])
-            shared_slots = (table.repeat_interleave(block_size) * block_size + torch.arange(shared) % block_size).to(device)
+        shared_slots = _prefix_slots(block_tables[0], shared_blocks, block_size).to(device) if shared else None
         own_start = None
         if len(starts) == 1 and own_len and bool((own[0] == own[0, 0] + torch.arange(own_len)).all()):
             own_start = int(own[0, 0])
@@ -80,6 +102,32 @@ class PagedBatch:
             flat = self.own_slots.flatten()
             k, v = k_pool.index_select(0, flat), v_pool.index_select(0, flat)
         return (k.view(B, L, *k.shape[1:]).transpose(1, 2), v.view(B, L, *v.shape[1:]).transpose(1, 2))
+
+
+def _prefix_slots(table: list[int], blocks: int, block_size: int) -> torch.Tensor:
+    """The pool slots of a block table's first `blocks` blocks, in position order."""
+    offsets = torch.arange(blocks * block_size) % block_size
+    return torch.tensor(table[:blocks]).repeat_interleave(block_size) * block_size + offsets
+
+
+def decode_attention(qkv: torch.Tensor, n_heads: int, batch: PagedBatch, layer: int) -> torch.Tensor:
+    """The native decode step: qkv (B, 1, n_heads + 2 n_kv_heads, head_dim) bf16, q and k rotated -> (B, 1, n_heads *
+    head_dim), the new K/V written to the pool. A prefix the rows share is attended first for all of them in one
+    flash call (a matrix product over its keys), the kernel continues from its result over each row's own keys.
+    paged_attention is the reference."""
+    B, _, heads, D = qkv.shape
+    Hkv = (heads - n_heads) // 2
+    d, k_pool, v_pool = batch.decode, batch.k_pool[layer], batch.v_pool[layer]
+    prior = None
+    if d.shared:
+        every_query = qkv[:, 0, :n_heads].reshape(B, Hkv, n_heads // Hkv, D).transpose(0, 1).reshape(1, Hkv, -1, D)
+        shared_k = k_pool.index_select(0, batch.shared_slots).permute(1, 0, 2).unsqueeze(0)  # (1, Hkv, S, D)
+        shared_v = v_pool.index_select(0, batch.shared_slots).permute(1, 0, 2).unsqueeze(0)
+        out, lse = _flash(every_query, shared_k, shared_v)  # (1, Hkv, B * groups, D), (1, Hkv, B * groups)
+        prior = (d.shared, out.contiguous(), lse.float().contiguous())
+    out = cpu_matmul.paged_decode_attention(qkv.view(B, heads, D), n_heads, Hkv, k_pool, v_pool, d.tables, d.keys,
+                                            d.block_size, d.window, prior)
+    return out.view(B, 1, -1)
 
 
 def _flash(q, k, v, bias=None):

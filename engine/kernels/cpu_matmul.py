@@ -1,5 +1,6 @@
-"""The AVX-512 VNNI int4 and int8 matmuls (cpu_matmul.c): built with the system C compiler on first use,
-called through ctypes.
+"""The native CPU kernels: AVX-512 VNNI int4 and int8 matmuls, RMSNorm and RoPE (cpu_matmul.c) and decode
+attention over the paged KV pool (cpu_attention.c), built with the system C compiler on first use into one
+library, called through ctypes.
 
 The library is compiled once per source and flags into a folder of the system temp dir and linked to
 the OpenMP runtime PyTorch already loaded (same soname), so its parallel regions use PyTorch's thread
@@ -24,7 +25,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("cpu_matmul.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_matmul.c", "cpu_attention.c"))
+HEADERS = (Path(__file__).with_name("bf16.h"),)
 FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
          "-mavx512vnni", "-mfma")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
@@ -65,20 +67,23 @@ def _library() -> ctypes.CDLL | None:
     lib.rms_norm_bf16.restype = None
     lib.rope_bf16.argtypes = [p, i64, i64, i64, i64, p, ctypes.c_int]
     lib.rope_bf16.restype = None
+    lib.paged_decode_attention_bf16.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, i64, p, i64, i64, i64, p, p, p,
+                                                    ctypes.c_int]
+    lib.paged_decode_attention_bf16.restype = None
     return lib
 
 
 def _built(compiler: str) -> Path:
-    """The shared library for this source and these flags, compiled once (atomically: a rename)."""
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
+    """The shared library for these sources and flags, compiled once (atomically: a rename)."""
+    text = b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
+    digest = hashlib.sha256(text + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
     folder = _private_folder(Path(tempfile.gettempdir()) / f"reason-studio-kernels-{os.getuid()}")
     target = folder / f"cpu_matmul-{digest}.so"
     if target.is_file():
         return target
     partial = folder / f"{target.name}.{os.getpid()}.tmp"
-    subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial), "-lm"], check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(partial), "-lm"], check=True,
+                   capture_output=True, timeout=120)
     os.replace(partial, target)
     return target
 
@@ -146,3 +151,38 @@ def rope_(qkv: torch.Tensor, heads: int, freqs_cis: torch.Tensor, layout: str) -
     cos_sin = freqs_cis.float().contiguous()
     _library().rope_bf16(qkv.data_ptr(), B * T, total * head_dim, heads, head_dim, cos_sin.data_ptr(),
                          int(layout == "neox"))
+
+
+MAX_GROUPS, MAX_GROUP_VALUES, MAX_HEAD_DIM = 16, 4096, 256  # as cpu_attention.c holds a KV head's queries
+
+
+def decode_attention_fits(heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether paged_decode_attention takes this attention shape."""
+    groups = heads // kv_heads
+    return head_dim % 16 == 0 and head_dim <= MAX_HEAD_DIM and groups <= MAX_GROUPS \
+        and groups * head_dim <= MAX_GROUP_VALUES
+
+
+def paged_decode_attention(qkv: torch.Tensor, heads: int, kv_heads: int, k_pool: torch.Tensor, v_pool: torch.Tensor,
+                           tables: torch.Tensor, lengths: torch.Tensor, block_size: int, window: int,
+                           prior: tuple[int, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """One new token per row: writes its K and V (from qkv) to the pool at position lengths - 1 and returns
+    its attention over the row's keys, (rows, heads * head_dim) bf16. qkv: (rows, heads + 2 kv_heads,
+    head_dim) bf16, rows may be strided; k_pool, v_pool: one layer's (slots, kv_heads, head_dim) bf16
+    contiguous; tables: (rows, width) int32 block tables; lengths: (rows,) int32 keys per row, the new one
+    included; window: keys a query sees at most, 0 for all. prior: (first key, out, lse) when the caller
+    attended every row's keys before `first key` (a shared prefix), out (kv_heads, rows, heads / kv_heads,
+    head_dim) bf16 and lse (kv_heads, rows, heads / kv_heads) float32 contiguous: continued here.
+    paged_attention's flash path is the reference."""
+    rows, _, head_dim = qkv.shape
+    assert qkv.stride(2) == 1 and qkv.stride(1) == head_dim and k_pool.is_contiguous() and v_pool.is_contiguous()
+    first_key, prior_out, prior_lse = prior if prior is not None else (0, None, None)
+    if prior is not None:
+        assert prior_out.is_contiguous() and prior_lse.is_contiguous() and prior_lse.dtype == torch.float32
+    out = torch.empty(rows, heads * head_dim, dtype=torch.bfloat16)
+    _library().paged_decode_attention_bf16(
+        qkv.data_ptr(), rows, qkv.stride(0), heads, kv_heads, head_dim, k_pool.data_ptr(), v_pool.data_ptr(),
+        tables.data_ptr(), tables.shape[1], lengths.data_ptr(), block_size, window, first_key,
+        prior_out.data_ptr() if prior is not None else None, prior_lse.data_ptr() if prior is not None else None,
+        out.data_ptr(), torch.get_num_threads())
+    return out
