@@ -40,7 +40,7 @@ from .weight_cache import ArraySpec, WeightCache
 FUSED = {"attention.wqkv": ("attention.wq", "attention.wk", "attention.wv"),
          "feed_forward.w13": ("feed_forward.w1", "feed_forward.w3")}
 MAX_THREADS = 4
-PACKING_VERSION = 3  # part of a weight cache entry's key: change it whenever the packed bytes would change
+PACKING_VERSION = 4  # part of a weight cache entry's key: change it whenever the packed bytes would change
 SLAB_BYTES = 8 << 20  # GGUF bytes mapped at once per thread
 
 
@@ -75,7 +75,7 @@ class Job:
     the result in place."""
     name: str
     parts: list[Part]
-    format: str  # "int4" or "int8"
+    format: str  # "int4" or "int8"; "int4sym" once settled in the tiles layout when every part is Q4_0
     install: Callable[[PackedLinear], None] = lambda layer: None
     layout: str = "torch"  # "torch" (PyTorch's kernels) or "tiles" (the native ones: kernels/cpu_matmul.c)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # what run() packed, for a weight cache
@@ -93,6 +93,12 @@ class Job:
         (int4_exact parts always do)."""
         return all(p.shape[0] % cpu_matmul.TILE_ROWS == 0 for p in self.parts) and self.in_features % GROUP_SIZE == 0
 
+    def settle(self, layout: str) -> None:
+        """Take `layout` where the tiles fit, else PyTorch's; in tiles, Q4_0 weights keep no zeros (int4sym)."""
+        self.layout = layout if self.tiles_fit() else "torch"
+        if self.layout == "tiles" and self.format == "int4" and all(p.kind == "Q4_0" for p in self.parts):
+            self.format = "int4sym"
+
     def in_numpy(self) -> bool:
         """Whether the fast numpy packers take it (and so may run on a loader thread)."""
         if self.format == "int8":
@@ -106,6 +112,9 @@ class Job:
         """The arrays the numpy packers fill: int4 codes (n, k / 2) and bf16 (scale, zero) pairs (k / 32, n, 2);
         int8 codes (n, k rounded up to 16; tiles: k bytes, codes + 128) and one bf16 scale per row."""
         n, k = self.out_features, self.in_features
+        if self.format == "int4sym":  # tiles: one bf16 scale per row and group, each tile's together
+            return [ArraySpec.of(f"{self.name}.packed_weight", (n, k // 2), np.uint8),
+                    ArraySpec.of(f"{self.name}.scales", (n // 16, k // GROUP_SIZE, 16), np.int16)]
         if self.format == "int4":
             # the tiles layout keeps each 16-row tile's pairs together: (n / 16, k / 32, 16, 2)
             pairs = (n // 16, k // GROUP_SIZE, 16, 2) if self.layout == "tiles" else (k // GROUP_SIZE, n, 2)
@@ -124,8 +133,8 @@ class Job:
                     pages.drop(part.data)
         self.arrays = arrays = {spec.name: pages.empty(spec.shape, spec.dtype) for spec in self.specs()}
         weight, scales = (arrays[spec.name] for spec in self.specs())
-        if self.format == "int4":
-            _int4(self.parts, weight, scales, self.layout)
+        if self.format in ("int4", "int4sym"):
+            _int4(self.parts, weight, scales, self.layout, symmetric=self.format == "int4sym")
         else:
             _int8(self.parts, weight, scales, self.layout)
         return self.layer(arrays)
@@ -173,15 +182,16 @@ def pack_linear(parts: list[Part], layout: str = "torch") -> PackedLinear | None
     if fmt is None:
         return None
     job = Job("linear", parts, fmt)
-    job.layout = layout if job.tiles_fit() else "torch"
+    job.settle(layout)
     return job.run()
 
 
-def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray, layout: str) -> None:
+def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray, layout: str, symmetric: bool = False) -> None:
     """Fill weight (n, k / 2) uint8 and scales (k / 32, n, 2) int16 (bf16 bits of (scale, zero), as the
-    kernel reads them)."""
-    pairs = scales.view(np.uint32)[..., 0]  # one uint32 each: (groups, n), or (n / 16, groups, 16) for tiles
+    kernel reads them; tiles: (n / 16, k / 32, 16, 2), or (n / 16, k / 32, 16) scales alone when symmetric)."""
     tiles, torch_layout = layout == "tiles", cpu_int4_layout()
+    # one uint32 (scale, zero) each: (groups, n), or (n / 16, groups, 16) for tiles; symmetric: one uint16
+    pairs = scales.view(np.uint16) if symmetric else scales.view(np.uint32)[..., 0]
     for at, rows, kind in _slabs(parts, cpu_matmul.TILE_ROWS if tiles else torch_layout.block_rows):
         end = at + rows.shape[0]
         if tiles:
@@ -189,7 +199,8 @@ def _int4(parts: list[Part], weight: np.ndarray, scales: np.ndarray, layout: str
             cpu_matmul.pack_q4_tiles(rows, fmt.block_values, fmt.block_bytes, fmt.codes_at, fmt.run, weight[at:end])
             by_group = np.empty((pairs.shape[1], rows.shape[0]), np.uint32)
             scales_and_zeros_into(rows, kind, by_group)
-            pairs[at // 16:end // 16] = by_group.reshape(by_group.shape[0], -1, 16).transpose(1, 0, 2)
+            tiled = by_group.reshape(by_group.shape[0], -1, 16).transpose(1, 0, 2)
+            pairs[at // 16:end // 16] = tiled & 0xFFFF if symmetric else tiled  # Q4_0: the zero half is 0
         else:
             pack_int4(rows, Q4_FORMATS[kind], torch_layout, weight[at:end])
             scales_and_zeros_into(rows, kind, pairs[:, at:end])
@@ -239,7 +250,7 @@ class ModelPacking:
             + _linear_jobs(model, gguf, self.rest)
         self.jobs.sort(key=lambda job: -sum(p.data.nbytes for p in job.parts))  # largest first: threads end together
         for job in self.jobs:
-            job.layout = self.layout if job.tiles_fit() else "torch"
+            job.settle(self.layout)
         self.cacheable = all(job.in_numpy() for job in self.jobs)  # the torch reference's arrays are its own
         self.specs = [spec for job in self.jobs for spec in job.specs()] if self.cacheable else []
         self._cache_key: str | None = None  # the file's entry name: a stat and a 1 MiB read, made once

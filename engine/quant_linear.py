@@ -15,7 +15,7 @@ GROUP_SIZE = 32  # one GGUF block (Q4_0/Q4_1) or sub-block (Q4_K) per int4 group
 INNER_K_TILES = 2  # the CPU packer ignores it; 2 asks least of K (a multiple of 32) on other backends
 INT8_K_MULTIPLE = 16  # _weight_int8pack_mm returns garbage (or crashes) unless K is a multiple of 16
 INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
-FORMATS = ("int4", "int8")
+FORMATS = ("int4", "int4sym", "int8")  # int4sym: int4 without zeros (Q4_0), in the tiles layout only
 LAYOUTS = ("torch", "tiles")
 
 
@@ -33,6 +33,8 @@ class PackedLinear(nn.Module):
             raise ValueError(f"format '{format}' is not supported; choose one of {', '.join(FORMATS)}")
         if layout not in LAYOUTS:
             raise ValueError(f"layout '{layout}' is not one of {', '.join(LAYOUTS)}")
+        if format == "int4sym" and layout != "tiles":
+            raise ValueError("format 'int4sym' exists only in the tiles layout")
         # "torch": PyTorch's _weight_int4pack_mm_for_cpu / _weight_int8pack_mm layouts; "tiles": the native
         # AVX-512 VNNI kernels' (kernels/cpu_matmul.c), which quantize activations to int8 as llama.cpp does
         self.in_features, self.out_features, self.format, self.layout = in_features, out_features, format, layout
@@ -49,8 +51,7 @@ class PackedLinear(nn.Module):
         # The CPU kernels are fast only for bfloat16 activations (float32 is 20-30x slower).
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()  # (rows, in_features)
         if self.layout == "tiles":
-            kernel = cpu_matmul.int4_matmul if self.format == "int4" else cpu_matmul.int8_matmul
-            y = kernel(rows, self.packed_weight, self.scales, self.out_features)
+            y = TILE_KERNELS[self.format](rows, self.packed_weight, self.scales, self.out_features)
         elif self.format == "int4":
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed_weight, GROUP_SIZE, self.scales)
         else:
@@ -60,6 +61,9 @@ class PackedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}, layout={self.layout}"
+
+
+TILE_KERNELS = {"int4": cpu_matmul.int4_matmul, "int4sym": cpu_matmul.int4sym_matmul, "int8": cpu_matmul.int8_matmul}
 
 
 def reference_packed_linear(parts: list[tuple[np.ndarray | torch.Tensor, int, tuple[int, int], str]]) -> PackedLinear | None:

@@ -106,6 +106,7 @@ def _prepare(path: Path, cache: str, say, weight_cache: str | None = None) -> di
     """Warm: read the file (and its weight cache entry, which ours maps) through once. Cold: ask the kernel
     to drop their cached pages, and check."""
     entries = [Path(e["path"]) for e in _cache_entries(weight_cache, path)]
+    os.sync()  # a first load's new weight cache entry is written back now, not during the next side's run
     if cache == "warm":
         started = time.perf_counter()
         for file in [path, *entries]:

@@ -9,6 +9,9 @@
  * scale in the low half, bf16 zero in the high half: a tile's codes and its scales are two sequential
  * streams (scales strided by N would be a stream per group, more than the prefetchers follow).
  *
+ * Q4_0 weights have no zero (w = (q - 8) * scale): their tiles' scales are the bf16 scales alone,
+ * (N / 16, K / 32, 16) uint16 (int4sym_matmul).
+ *
  * int8: codes c in -127..127 with one bf16 scale per row, w = c * scale, stored as c + 128 (vpdpbusd
  * multiplies unsigned bytes): N / 16 tiles of K / 4 chunks of 64 bytes, byte 4r + t of chunk c
  * holding row r's input 4c + t; the + 128 comes back out as 128 * sum(xq).
@@ -45,11 +48,11 @@ static inline int32_t load_i32(const int8_t *p) {
 }
 
 /* ROWS activation rows (m0 ..) against one tile of 16 output rows; ROWS is a constant, so the
- * accumulators stay in registers. */
-#define TILE_ROWS(ROWS)                                                                               \
-static void tile_rows_##ROWS(const uint8_t *wt, const void *tile_scales, int64_t N, int64_t K,        \
-                             const int8_t *xq, const float *dx, const int32_t *sx, uint16_t *y) {      \
-    const uint32_t *sz = (const uint32_t *)tile_scales;                                                \
+ * accumulators stay in registers. SYMMETRIC (Q4_0): the tile's scales are bf16 scales alone, (K / 32, 16)
+ * uint16, and there is no zero term (w = (q - 8) * scale): 10% fewer bytes a weight than with the pairs. */
+#define TILE_ROWS(NAME, ROWS, SYMMETRIC)                                                              \
+static void NAME##_##ROWS(const uint8_t *wt, const void *tile_scales, int64_t N, int64_t K,           \
+                          const int8_t *xq, const float *dx, const int32_t *sx, uint16_t *y) {         \
     const int64_t groups = K / GROUP;                                                                  \
     const __m512i low = _mm512_set1_epi8(0x0F);                                                        \
     __m512 acc[ROWS];                                                                                  \
@@ -67,25 +70,35 @@ static void tile_rows_##ROWS(const uint8_t *wt, const void *tile_scales, int64_t
                 dot[r] = _mm512_dpbusd_epi32(dot[r], hi, _mm512_set1_epi32(load_i32(xr + 4)));         \
             }                                                                                          \
         }                                                                                              \
-        __m512i pairs = _mm512_loadu_si512((const void *)(sz + g * 16));                               \
-        __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));                              \
-        __m512 zero = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32((int)0xFFFF0000))); \
+        __m512 scale, zero = _mm512_setzero_ps();                                                      \
+        if (SYMMETRIC) {                                                                               \
+            scale = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)tile_scales + g * 16))); \
+        } else {                                                                                       \
+            __m512i pairs = _mm512_loadu_si512((const void *)((const uint32_t *)tile_scales + g * 16)); \
+            scale = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));                                 \
+            zero = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32((int)0xFFFF0000)));   \
+        }                                                                                              \
         for (int r = 0; r < ROWS; r++) {                                                               \
             const float d = dx[r * groups + g];                                                        \
             const int32_t s = sx[r * groups + g];                                                      \
             __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r], _mm512_set1_epi32(8 * s)));         \
             acc[r] = _mm512_fmadd_ps(v, _mm512_mul_ps(scale, _mm512_set1_ps(d)), acc[r]);              \
-            acc[r] = _mm512_fmadd_ps(zero, _mm512_set1_ps(d * (float)s), acc[r]);                      \
+            if (!SYMMETRIC)                                                                            \
+                acc[r] = _mm512_fmadd_ps(zero, _mm512_set1_ps(d * (float)s), acc[r]);                  \
         }                                                                                              \
     }                                                                                                  \
     for (int r = 0; r < ROWS; r++)                                                                     \
         _mm256_storeu_si256((__m256i *)(y + r * N), f32x16_to_bf16(acc[r]));                           \
 }
 
-TILE_ROWS(1)
-TILE_ROWS(2)
-TILE_ROWS(3)
-TILE_ROWS(4)
+TILE_ROWS(tile_rows, 1, 0)
+TILE_ROWS(tile_rows, 2, 0)
+TILE_ROWS(tile_rows, 3, 0)
+TILE_ROWS(tile_rows, 4, 0)
+TILE_ROWS(symmetric_rows, 1, 1)
+TILE_ROWS(symmetric_rows, 2, 1)
+TILE_ROWS(symmetric_rows, 3, 1)
+TILE_ROWS(symmetric_rows, 4, 1)
 
 /* ROWS rows of activations against one tile: wt its weights, tile_scales its scales (the layout's own). */
 typedef void (*tile_fn)(const uint8_t *wt, const void *tile_scales, int64_t N, int64_t K, const int8_t *xq,
@@ -118,6 +131,15 @@ static const tile_fn INT4_ROWS[4] = {tile_rows_1, tile_rows_2, tile_rows_3, tile
 void int4_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, const uint32_t *sz, int64_t N,
                  uint16_t *y, int8_t *xq, float *dx, int32_t *sx, int threads) {
     tiled_matmul(x, M, K, w, K * 8, (const uint8_t *)sz, (K / GROUP) * 16 * 4, N, y, xq, dx, sx, threads, INT4_ROWS);
+}
+
+static const tile_fn SYMMETRIC_ROWS[4] = {symmetric_rows_1, symmetric_rows_2, symmetric_rows_3, symmetric_rows_4};
+
+/* Symmetric int4 tiles (Q4_0): as int4_matmul's; scales (N / 16, K / 32, 16) bf16, no zeros. */
+void int4sym_matmul(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, const uint16_t *scales, int64_t N,
+                    uint16_t *y, int8_t *xq, float *dx, int32_t *sx, int threads) {
+    tiled_matmul(x, M, K, w, K * 8, (const uint8_t *)scales, (K / GROUP) * 16 * 2, N, y, xq, dx, sx, threads,
+                 SYMMETRIC_ROWS);
 }
 
 /* int8 tiles: ROWS activation rows against one tile of 16 output rows. */

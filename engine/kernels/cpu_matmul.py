@@ -58,7 +58,7 @@ def _library() -> ctypes.CDLL | None:
         log.warning("native kernels could not be built or loaded (%s); PyTorch's kernels are used", exc)
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    for kernel in (lib.int4_matmul, lib.int8_matmul):
+    for kernel in (lib.int4_matmul, lib.int4sym_matmul, lib.int8_matmul):
         kernel.argtypes = [p, i64, i64, p, p, i64, p, p, p, p, ctypes.c_int]
         kernel.restype = None
     lib.pack_q4_tiles.argtypes = [p, i64, i64, i64, i64, i64, i64, p, ctypes.c_int]
@@ -107,6 +107,11 @@ def int4_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out
     """x (M, K) bf16 contiguous @ W^T -> (M, N) bf16; weight: the int4 tiles layout (N * K / 2 bytes), scales:
     (N / 16, K / 32, 16, 2) bf16 (scale, zero) pairs."""
     return _matmul(_library().int4_matmul, x, weight, scales, out_features)
+
+
+def int4sym_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out_features: int) -> torch.Tensor:
+    """As int4_matmul for weights without zeros (Q4_0): scales (N / 16, K / 32, 16) bf16."""
+    return _matmul(_library().int4sym_matmul, x, weight, scales, out_features)
 
 
 def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, out_features: int) -> torch.Tensor:

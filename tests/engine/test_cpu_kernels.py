@@ -54,6 +54,12 @@ def test_tiles_hold_the_codes_and_scales_of_the_reference_packing(kind, shape):
     codes, scales, zeros = _int4_parts(data, ggml_type, shape, "w")
     n, k = shape
     assert layer.layout == "tiles" and np.array_equal(tile_codes(layer.packed_weight, n, k), codes.numpy())
+    if kind == "Q4_0":  # no zeros kept: they are all 0
+        assert layer.format == "int4sym" and not zeros.any()
+        tile_scales = layer.scales.view(n // 16, k // 32, 16).permute(0, 2, 1).reshape(n, k // 32)
+        assert torch.equal(tile_scales, scales.to(torch.bfloat16))
+        return
+    assert layer.format == "int4"
     pairs = layer.scales.view(n // 16, k // 32, 16, 2).permute(0, 2, 1, 3).reshape(n, k // 32, 2)
     assert torch.equal(pairs[..., 0], scales.to(torch.bfloat16)) and torch.equal(pairs[..., 1], zeros.to(torch.bfloat16))
 
