@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .kernels import cpu_matmul
 from .sampling_params import SamplingParams, sampling_knobs
 
 __all__ = ["SamplingParams", "sampling_knobs", "SamplerState", "sample", "top_logprobs"]
@@ -187,11 +188,16 @@ def sampling_distribution(logits: torch.Tensor, rows: RowParams) -> torch.Tensor
 def draw(probs: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
     """One token per row from probs (B, V) by inverting its cumulative distribution with one uniform
     per row from the row's own generator: a pass over the vocabulary, no noise for every token."""
-    uniforms = torch.stack([torch.rand((), generator=s.generator, dtype=torch.float64) for s in states])
+    uniforms = _uniforms(states)
     cumulative = probs.double().cumsum(-1)
     target = (uniforms.to(probs.device) * cumulative[:, -1]).unsqueeze(-1)
     index = torch.searchsorted(cumulative, target, right=True).squeeze(-1)
     return index.clamp(max=probs.shape[-1] - 1)
+
+
+def _uniforms(states: list[SamplerState]) -> torch.Tensor:
+    """One uniform per row from the row's own generator (a seed reproduces the draw)."""
+    return torch.stack([torch.rand((), generator=s.generator, dtype=torch.float64) for s in states])
 
 
 def sample(logits: torch.Tensor, states: list[SamplerState], use_triton: bool | None = None,
@@ -213,8 +219,17 @@ def sample(logits: torch.Tensor, states: list[SamplerState], use_triton: bool | 
     greedy = logits.argmax(-1)
     if bool((rows.temperature == 0).all()):
         return greedy
-    drawn = draw(sampling_distribution(logits, rows), states)
+    if _native(logits, rows):  # the same distribution and uniforms, without the passes of the reference
+        drawn = cpu_matmul.sample_rows(logits, rows.temperature, rows.top_k, rows.top_p, rows.min_p, _uniforms(states))
+    else:
+        drawn = draw(sampling_distribution(logits, rows), states)
     return torch.where(rows.temperature == 0, greedy, drawn)
+
+
+def _native(logits: torch.Tensor, rows: RowParams) -> bool:
+    """Whether the native sampler takes this batch: CPU float32 logits, no typical-p row, kernels built."""
+    return (logits.device.type == "cpu" and logits.dtype == torch.float32 and not bool((rows.typical_p < 1).any())
+            and cpu_matmul.available())
 
 
 def _triton_available() -> bool:

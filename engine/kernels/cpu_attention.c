@@ -10,32 +10,12 @@
  * (online softmax), in float32, and each item sums in key order: a row's result depends only on its
  * own keys, not on its neighbours in the batch or on the thread count.
  */
-#include "bf16.h"
+#include "simd.h"
 
 #define KEYS 16  /* keys per softmax step: one vector of scores */
 #define MAX_GROUPS 16  /* query heads per KV head */
 #define MAX_GROUP_VALUES 4096  /* query heads per KV head x head_dim, held in float32 on the stack */
 #define MAX_HEAD_DIM 256
-
-/* exp(x) for a vector of x <= 0 (scores minus their max): x = n ln2 + g with |g| <= ln2 / 2, e^g by its
- * Taylor series to g^7 (relative error < 1e-8 there), scaled by 2^n; below -87 the result is 0. */
-static inline __m512 exp_nonpositive(__m512 x) {
-    const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 g = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  /* ln2 in two parts: exact n * hi */
-    g = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), g);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, g, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, g, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, g, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, g, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, g, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, g, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, g, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_mov_ps((__mmask16)~tiny, _mm512_scalef_ps(p, n));
-}
 
 static inline const uint16_t *slot_of(const uint16_t *pool, const int32_t *table, int64_t block_size,
                                       int64_t position, int64_t kv_heads, int64_t head, int64_t head_dim) {

@@ -21,7 +21,7 @@
  * adds zero * dx * sum(xq). Each row's groups are summed in the same order whatever M is and
  * whichever thread takes the tile, so a row's result does not depend on its batch.
  */
-#include "bf16.h"
+#include "simd.h"
 
 #define GROUP 32
 

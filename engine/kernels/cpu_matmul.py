@@ -1,6 +1,6 @@
-"""The native CPU kernels: AVX-512 VNNI int4 and int8 matmuls, RMSNorm and RoPE (cpu_matmul.c) and decode
-attention over the paged KV pool (cpu_attention.c), built with the system C compiler on first use into one
-library, called through ctypes.
+"""The native CPU kernels: AVX-512 VNNI int4 and int8 matmuls, RMSNorm and RoPE (cpu_matmul.c), decode
+attention over the paged KV pool (cpu_attention.c) and the sampler's filters and draw (cpu_sampling.c),
+built with the system C compiler on first use into one library, called through ctypes.
 
 The library is compiled once per source and flags into a folder of the system temp dir and linked to
 the OpenMP runtime PyTorch already loaded (same soname), so its parallel regions use PyTorch's thread
@@ -25,8 +25,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_matmul.c", "cpu_attention.c"))
-HEADERS = (Path(__file__).with_name("bf16.h"),)
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_matmul.c", "cpu_attention.c", "cpu_sampling.c"))
+HEADERS = (Path(__file__).with_name("simd.h"),)
 FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
          "-mavx512vnni", "-mfma")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
@@ -70,6 +70,8 @@ def _library() -> ctypes.CDLL | None:
     lib.paged_decode_attention_bf16.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, i64, p, i64, i64, i64, p, p, p,
                                                     ctypes.c_int]
     lib.paged_decode_attention_bf16.restype = None
+    lib.sample_rows.argtypes = [p, i64, i64, p, p, p, p, p, p, p, ctypes.c_int]
+    lib.sample_rows.restype = None
     return lib
 
 
@@ -190,4 +192,21 @@ def paged_decode_attention(qkv: torch.Tensor, heads: int, kv_heads: int, k_pool:
         tables.data_ptr(), tables.shape[1], lengths.data_ptr(), block_size, window, first_key,
         prior_out.data_ptr() if prior is not None else None, prior_lse.data_ptr() if prior is not None else None,
         out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                min_p: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row (rows,) int64 from logits (rows, vocab) float32 after bias, penalties and masks:
+    top-k, top-p, min-p, temperature (0: the argmax), then the token where the row's uniform falls in the
+    cumulative distribution. Per-row parameters as sampling.RowParams holds them (float32, top_k int64),
+    uniforms float64. sampling.sampling_distribution and sampling.draw are the reference."""
+    rows, vocab = logits.shape
+    threads = torch.get_num_threads()
+    logits = logits.contiguous()
+    out = torch.empty(rows, dtype=torch.int64)
+    scratch = torch.empty(threads, vocab, dtype=torch.float32)
+    params = [t.contiguous() for t in (temperature, top_k, top_p, min_p, uniforms)]
+    _library().sample_rows(logits.data_ptr(), rows, vocab, *(t.data_ptr() for t in params), scratch.data_ptr(),
+                           out.data_ptr(), threads)
     return out

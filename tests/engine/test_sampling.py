@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from engine import SamplingParams, load_model
+from engine import SamplingParams, load_model, sampling
+from engine.kernels import cpu_matmul
 from engine.sampling import (
     RowParams,
     SamplerState,
@@ -64,13 +65,51 @@ def draw_counts(params_per_row: list[SamplingParams], draws_per_row: int, seed: 
     return counts
 
 
+@pytest.fixture(params=["native", "reference"])
+def sampler(request, monkeypatch):
+    """Each draw test runs on the native sampler (kernels/cpu_sampling.c, where it is built) and on the
+    PyTorch reference (sampling_distribution, then draw)."""
+    if request.param == "native" and not cpu_matmul.available():
+        pytest.skip("the native kernels need AVX-512 VNNI and a C compiler")
+    if request.param == "reference":
+        monkeypatch.setattr(sampling, "_native", lambda logits, rows: False)
+    return request.param
+
+
 @pytest.mark.parametrize("case", sorted(PARAM_CASES))
-def test_draws_follow_the_exact_distribution(case):
+def test_draws_follow_the_exact_distribution(case, sampler):
     counts = draw_counts([SamplingParams(**PARAM_CASES[case])], 20_000)[0]
     assert chi_square_p_value(counts, exact_distribution(LOGITS, **PARAM_CASES[case])) > SIGNIFICANCE
 
 
-def test_mixed_batch_rows_follow_their_own_distributions():
+@pytest.mark.skipif(not cpu_matmul.available(), reason="needs AVX-512 VNNI and a C compiler")
+def test_the_native_sampler_draws_the_references_token_for_the_same_uniform():
+    """Large vocabularies, flat to peaked rows, every filter but typical-p: for the same uniform the native
+    sampler picks the token the reference picks (the exact filtered distribution's inverse CDF), except
+    where float rounding moves a boundary (a few in 10,000), and never a token the reference excludes."""
+    generator = torch.Generator().manual_seed(11)
+    cases = [dict(temperature=0.7, top_p=0.9), dict(temperature=1.0, top_k=40), dict(temperature=0.8, min_p=0.05),
+             dict(temperature=1.3, top_k=200, top_p=0.95, min_p=0.01), dict(temperature=0.5),
+             dict(temperature=1.0, top_p=0.3), dict(temperature=2.0, top_k=3000, top_p=0.999)]
+    same = total = 0
+    for case in cases:
+        for spread in (0.5, 3.0, 10.0):
+            logits = torch.randn(16, 20_000, generator=generator) * spread
+            logits[:, :50] = float("-inf")  # masked tokens (a grammar's) are never drawn
+            rows = RowParams.of([SamplingParams(**case)] * 16, "cpu")
+            probs = sampling_distribution(logits, rows).double()
+            cumulative = probs.cumsum(-1)
+            for _ in range(10):
+                u = torch.rand(16, dtype=torch.float64, generator=generator)
+                expected = torch.searchsorted(cumulative, (u * cumulative[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+                ours = cpu_matmul.sample_rows(logits, rows.temperature, rows.top_k, rows.top_p, rows.min_p, u)
+                assert bool((probs.gather(1, ours.unsqueeze(1)) > 0).all()), (case, spread)
+                same += int((ours == expected).sum())
+                total += len(u)
+    assert same >= 0.999 * total
+
+
+def test_mixed_batch_rows_follow_their_own_distributions(sampler):
     cases = ["top_k", "top_p", "min_p", "temperature"]
     counts = draw_counts([SamplingParams(**PARAM_CASES[c]) for c in cases], 10_000, seed=1)
     for row, case in enumerate(cases):
