@@ -15,6 +15,7 @@ import ctypes
 import json
 import mmap
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -157,8 +158,12 @@ def in_fresh_process(run: Run) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+DECODE_STREAMS = 3  # decode speed is the median of this many streams: one swings ±25% on a shared machine
+
+
 def measure(run: Run) -> dict:
-    """In a fresh process: load, warm up on 8 other tokens, then one greedy stream after the prompt."""
+    """In a fresh process: load, warm up on 8 other tokens, then greedy streams after the prompt: the first
+    gives prefill and time to first token, the median of all DECODE_STREAMS the decode speed."""
     if run.side == "ours":  # imports are not loading: both sides import first
         from engine import load_model  # noqa: F401
     else:
@@ -168,13 +173,15 @@ def measure(run: Run) -> dict:
     out = {"load_s": time.perf_counter() - started, "load_cpu_s": time.process_time() - cpu,  # all threads
            "load_peak_rss_bytes": peak_rss_bytes()}
     try:
-        first, last, n = _stream(model, run)
+        streams = [_stream(model, run, warm_up=i == 0) for i in range(DECODE_STREAMS)]
     finally:
         if run.side == "ours":
             model.close()
+    first, _, n = streams[0]
+    rates = [(count - 1) / (end - start) for start, end, count in streams if count > 1]
     return {**out, "ttft_s": first, "prefill_tok_s": len(run.prompt) / first,
-            "decode_tok_s": (n - 1) / (last - first) if n > 1 else None, "decode_tokens": n,
-            "peak_rss_bytes": peak_rss_bytes()}
+            "decode_tok_s": statistics.median(rates) if rates else None, "decode_streams_tok_s": rates,
+            "decode_tokens": n, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def _load(run: Run):
@@ -189,14 +196,16 @@ def _load(run: Run):
                  n_threads_batch=threads, n_batch=512, use_mmap=True, verbose=False)
 
 
-def _stream(model, run: Run) -> tuple[float, float, int]:
-    warm_up = run.prompt[:1] + run.prompt[:0:-1][:7]  # other tokens: no prefix to reuse
+def _stream(model, run: Run, warm_up: bool = True) -> tuple[float, float, int]:
+    other = run.prompt[:1] + run.prompt[:0:-1][:7]  # other tokens: no prefix to reuse
     if run.side == "llamacpp":
-        _llama_token_times(model, warm_up, 2, run.eos_id)
+        if warm_up:
+            _llama_token_times(model, other, 2, run.eos_id)
         return _llama_token_times(model, run.prompt, run.new_tokens, run.eos_id)
     from engine import SamplingParams
 
-    _ours_times(model, warm_up, SamplingParams(max_tokens=2))
+    if warm_up:
+        _ours_times(model, other, SamplingParams(max_tokens=2))
     bias = {run.eos_id: -100.0} if run.eos_id is not None else {}
     return _ours_times(model, run.prompt, SamplingParams(max_tokens=run.new_tokens, logit_bias=bias))
 
@@ -237,7 +246,11 @@ def format_load_table(report: dict) -> str:
                              for side in ("ours", "llamacpp"))
         lines.append(f"{'':<22} {row['cache']:<5} 1-min load before: {loads}; file in page cache: {resident}")
     lines.append(f"prompt {report['prompt_tokens']} tokens, {report['new_tokens']} new (greedy, batch 1); "
-                 f"{report['threads']} threads")
+                 f"{report['threads']} threads; decode: the median of {DECODE_STREAMS} streams")
+    for row in report["rows"]:
+        streams = "; ".join(f"{side} " + " ".join(f"{rate:.2f}" for rate in row[side].get("decode_streams_tok_s", []))
+                            for side in ("ours", "llamacpp"))
+        lines.append(f"{row['file']:<22} {row['cache']:<5} decode tok/s of each stream: {streams}")
     if any("ours_first" in row for row in report["rows"]):
         lines.append("ours maps its weight cache; '1st': ours packing, the first load of the file, which writes the entry")
     lines += [f"target {t['file']} {t['cache']} {t['metric']} <= {t['max_ratio']}x: "

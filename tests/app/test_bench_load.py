@@ -82,4 +82,6 @@ def test_the_shape_bench_runs_every_file_on_both_sides(shaped):
     for row in report["rows"]:
         for side in ("ours", "llamacpp"):
             assert row[side]["load_s"] > 0 and row[side]["peak_rss_bytes"] > 0 and row[side]["decode_tokens"] == 3
+            rates = row[side]["decode_streams_tok_s"]  # decode: the median of three streams
+            assert len(rates) == 3 and row[side]["decode_tok_s"] == sorted(rates)[1]
         assert all(row["ratios"][k] > 0 for k in ("load_s", "peak_rss_bytes", "ttft_s"))
