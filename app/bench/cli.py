@@ -27,7 +27,13 @@ def bench_sampling_command(device, as_json):
 
     if device == "cuda" and not __import__("torch").cuda.is_available():
         raise click.ClickException("--device cuda: no CUDA GPU is available")
-    path = "Triton kernels" if device == "cuda" else "the PyTorch sampler (Triton runs only on GPU)"
+    if device == "cuda":
+        path = "Triton kernels"
+    else:
+        from engine.kernels import cpu_matmul
+
+        path = ("the native sampler, kernels/cpu_sampling.c" if cpu_matmul.available()
+                else "the PyTorch sampler (no native kernels on this CPU)")
     if not as_json:
         click.echo(f"sampling on {device}: ours = {path}; reference = torch.sort + cumsum top-p")
         click.echo(f"{'vocab':>7} {'batch':>5} {'ours ms':>9} {'sort ms':>9} {'speed-up':>8}")
