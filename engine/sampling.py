@@ -284,8 +284,13 @@ def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 def mask_disallowed(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
     """In place: -inf for every token a row's bitmask disallows. Rows with all bits set (free rows in a
-    mixed batch) are skipped, so a mostly free batch pays only for its constrained rows."""
+    mixed batch) are skipped, so a mostly free batch pays only for its constrained rows. On the CPU with the
+    native kernels, one pass in C (kernels/cpu_sampling.c); the PyTorch path below is its reference."""
     bitmask = bitmask.to(logits.device)
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.is_contiguous() \
+            and cpu_matmul.available():
+        cpu_matmul.mask_disallowed_(logits, bitmask.to(torch.int32))
+        return
     rows = (bitmask != -1).any(-1).nonzero().flatten()
     if len(rows) == len(logits):
         logits.masked_fill_(~unpack_bitmask(bitmask, logits.shape[-1]).to(logits.device), NEG_INF)

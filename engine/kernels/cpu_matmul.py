@@ -72,6 +72,8 @@ def _library() -> ctypes.CDLL | None:
     lib.paged_decode_attention_bf16.restype = None
     lib.sample_rows.argtypes = [p, i64, i64, p, p, p, p, p, p, p, ctypes.c_int]
     lib.sample_rows.restype = None
+    lib.mask_disallowed_f32.argtypes = [p, i64, i64, p, i64]
+    lib.mask_disallowed_f32.restype = None
     return lib
 
 
@@ -210,3 +212,12 @@ def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Te
     _library().sample_rows(logits.data_ptr(), rows, vocab, *(t.data_ptr() for t in params), scratch.data_ptr(),
                            out.data_ptr(), threads)
     return out
+
+
+def mask_disallowed_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """In place: -inf where a row's packed int32 bitmask (rows, ceil(vocab / 32)) has the token's bit clear;
+    logits (rows, vocab) float32 contiguous. sampling.mask_disallowed's PyTorch path is the reference."""
+    assert logits.is_contiguous() and logits.dtype == torch.float32 and bitmask.dtype == torch.int32
+    bitmask = bitmask.contiguous()
+    _library().mask_disallowed_f32(logits.data_ptr(), logits.shape[0], logits.shape[1], bitmask.data_ptr(),
+                                   bitmask.shape[1])

@@ -213,3 +213,26 @@ void sample_rows(const float *logits, int64_t rows, int64_t vocab, const float *
         out[r] = draw(l, vocab, top, floor, temperature[r], uniforms[r]);
     }
 }
+
+/* In place: -inf for every token whose bit is clear in its row of the packed bitmask (rows, words) int32
+ * (bit t % 32 of word t / 32: a grammar's allowed tokens); sampling.mask_disallowed is the reference. */
+void mask_disallowed_f32(float *logits, int64_t rows, int64_t vocab, const int32_t *bitmask, int64_t words) {
+    const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = logits + r * vocab;
+        const uint32_t *bits = (const uint32_t *)bitmask + r * words;
+        for (int64_t w = 0; w < words && w * 32 < vocab; w++) {
+            if (bits[w] == 0xFFFFFFFFu)
+                continue;
+            for (int half = 0; half < 2; half++) {
+                const int64_t start = w * 32 + 16 * half;
+                if (start >= vocab)
+                    break;
+                const int64_t n = vocab - start < 16 ? vocab - start : 16;
+                const __mmask16 lanes = (__mmask16)((1u << n) - 1);
+                const __mmask16 allowed = (__mmask16)(bits[w] >> (16 * half));
+                _mm512_mask_storeu_ps(row + start, (__mmask16)(~allowed & lanes), minus_inf);
+            }
+        }
+    }
+}

@@ -207,3 +207,23 @@ def test_sort_free_top_p_keeps_the_sort_based_nucleus_on_peaked_and_flat_rows():
         keep_sorted[:, 0] = True
         expected = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
         assert torch.equal(top_p_filter(logits, p) > float("-inf"), expected), top_p
+
+
+@pytest.mark.skipif(not cpu_matmul.available(), reason="needs AVX-512 VNNI and a C compiler")
+def test_the_native_mask_leaves_exactly_the_references_tokens(monkeypatch):
+    """A grammar's packed bitmask applied by kernels/cpu_sampling.c and by the PyTorch path: the same -inf,
+    including a vocabulary that ends inside a 32-token word and rows that allow everything."""
+    from engine.sampling import mask_disallowed
+
+    generator = torch.Generator().manual_seed(3)
+    vocab = 1000 + 7
+    logits = torch.randn(6, vocab, generator=generator)
+    bitmask = torch.randint(-2**31, 2**31 - 1, (6, (vocab + 31) // 32), dtype=torch.int32, generator=generator)
+    bitmask[2] = -1  # a free row in a mixed batch
+    bitmask[4, :10] = 0  # a run of disallowed words
+    ours = logits.clone()
+    mask_disallowed(ours, bitmask)
+    monkeypatch.setattr(cpu_matmul, "available", lambda: False)
+    reference = logits.clone()
+    mask_disallowed(reference, bitmask)
+    assert torch.equal(ours, reference) and bool(torch.isinf(ours[0]).any()) and not torch.isinf(ours[2]).any()
