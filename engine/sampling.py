@@ -301,10 +301,13 @@ def mask_disallowed(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
 
 def top_logprobs(logits: torch.Tensor, chosen: torch.Tensor, n: int) -> list[dict]:
     """The model's log-probabilities (raw logits, before any processing) of the chosen token and the top n."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    top = log_probs.topk(n, dim=-1) if n else None
+    logits = logits.float()
+    normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)  # one pass; no (rows, vocab) log-softmax unless asked
+    chosen_logprobs = (logits.gather(-1, chosen.view(-1, 1).to(logits.device)) - normaliser).squeeze(-1).tolist()
+    top = logits.topk(n, dim=-1) if n else None
+    top_values = (top.values - normaliser).tolist() if n else None
     out = []
-    for row in range(logits.shape[0]):
-        alternatives = {} if top is None else dict(zip(top.indices[row].tolist(), top.values[row].tolist()))
-        out.append({"token": int(chosen[row]), "logprob": float(log_probs[row, chosen[row]]), "top": alternatives})
+    for row, token in enumerate(chosen.tolist()):
+        alternatives = {} if top is None else dict(zip(top.indices[row].tolist(), top_values[row]))
+        out.append({"token": int(token), "logprob": chosen_logprobs[row], "top": alternatives})
     return out
