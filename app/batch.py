@@ -153,10 +153,52 @@ def answer_one(store: Store, batch_id: str, arm: Arm, question: Question, run_id
     run_id, trace, correct = record_run(_InConfig(store, config.name), question.question, config.strategy, arm.model,
                                         arm.info, arm.template, arm.options, wiki_tool, expected=question.answer,
                                         batch_id=batch_id, question_id=question.id, run_id=run_id)
-    return {"id": question.id, "question": question.question, "expected": question.answer, "predicted": trace.answer,
-            "correct": correct, "status": trace.status, "error": trace.error, "strategy": config.strategy,
-            "config": config.name, "tokens": trace.prompt_tokens + trace.completion_tokens,
-            "duration_ms": round(trace.duration_ms, 1), "run_id": run_id}
+    return out_record(question, config, {"id": run_id, "answer": trace.answer, "correct": correct,
+                                         "status": trace.status, "error": trace.error,
+                                         "prompt_tokens": trace.prompt_tokens,
+                                         "completion_tokens": trace.completion_tokens,
+                                         "duration_ms": trace.duration_ms})
+
+
+def out_record(question: Question, config: Configuration, run: dict) -> dict:
+    """The OUT line of a question's run (the fields of a stored run that it reports)."""
+    return {"id": question.id, "question": question.question, "expected": question.answer, "predicted": run["answer"],
+            "correct": run["correct"], "status": run["status"], "error": run["error"], "strategy": config.strategy,
+            "config": config.name, "tokens": run["prompt_tokens"] + run["completion_tokens"],
+            "duration_ms": round(run["duration_ms"], 1), "run_id": run["id"]}
+
+
+def records_missing_from_out(job: BatchJob, store: Store, batch_id: str) -> list[dict]:
+    """OUT records of the batch's ended runs that OUT lacks, in question order. A run is stored before its line
+    is written, so a batch killed in between would otherwise keep the run and never write the line (the resume
+    skips ended runs). A last line cut off by the kill is removed from OUT here; its run's line is among these."""
+    if job.resume_id is None:  # a new batch has no ended runs
+        return []
+    written = {(record.get("id"), record.get("config", record.get("strategy"))) for record in _complete_lines(job.out_path)}
+    ended = {config.name: store.ended_runs(batch_id, config.name, TRANSIENT_ERROR_NAMES) for config in job.configs}
+    return [out_record(question, config, ended[config.name][question.id])
+            for question in job.questions for config in job.configs
+            if question.id in ended[config.name] and (question.id, config.name) not in written]
+
+
+def _complete_lines(path: Path) -> list[dict]:
+    """OUT's records, after cutting off an unfinished last line (no newline: the writer was killed mid-line)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[:data.rfind(b"\n") + 1]
+        with path.open("r+b") as f:
+            f.truncate(len(data))
+    records = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # not a record of ours
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def run_batch(job: BatchJob, store: Store, batch_id: str, model: BaseChatModel | None = None, info: RunInfo = RunInfo(),
@@ -172,7 +214,11 @@ def run_batch(job: BatchJob, store: Store, batch_id: str, model: BaseChatModel |
     ready = arms(job, model, info, models)
     work = iter(pending_work(job, store, batch_id))
     status = "interrupted"
+    missing = records_missing_from_out(job, store, batch_id)
     with job.out_path.open("a", encoding="utf-8") as out, ThreadPoolExecutor(job.concurrency) as pool:
+        for record in missing:  # ended before an interruption, not yet in OUT
+            out.write(json.dumps(valid_text(record), ensure_ascii=False) + "\n")
+        out.flush()
         running: set[Future] = set()
         try:
             while True:

@@ -70,10 +70,15 @@ class BatchStore(Database):
     def finished_question_ids(self, batch_id: str, config: str, retry_errors: tuple[str, ...] = ()) -> set[str]:
         """Question ids whose run for this configuration (a strategy's own key is its name) has ended, less the
         error runs whose error names one of `retry_errors` (e.g. an unreachable server), which a resume runs again."""
-        query = select(Run.question_id).where(*_in_config(batch_id, config), Run.status != "running",
-                                              sa.not_(_failed_with(retry_errors)))
+        query = select(Run.question_id).where(*_ended_in_config(batch_id, config, retry_errors))
         with self._read() as session:
             return set(session.exec(query).all())
+
+    def ended_runs(self, batch_id: str, config: str, retry_errors: tuple[str, ...] = ()) -> dict[str, dict]:
+        """question_id -> run (a dict, without steps) of the runs finished_question_ids counts."""
+        query = select(Run).where(*_ended_in_config(batch_id, config, retry_errors))
+        with self._read() as session:
+            return {run.question_id: plain(run) for run in session.exec(query).all()}
 
     def unfinished_runs(self, batch_id: str, config: str, retry_errors: tuple[str, ...] = ()) -> dict[str, str]:
         """question_id -> run id of runs still `running` in this configuration (or failed with one of
@@ -155,6 +160,10 @@ def _config_key() -> sa.ColumnElement:
 
 def _in_config(batch_id: str, config: str) -> tuple:
     return Run.batch_id == batch_id, _config_key() == config, col(Run.question_id).is_not(None)
+
+
+def _ended_in_config(batch_id: str, config: str, retry_errors: tuple[str, ...]) -> tuple:
+    return *_in_config(batch_id, config), Run.status != "running", sa.not_(_failed_with(retry_errors))
 
 
 def _failed_with(error_names: tuple[str, ...]) -> sa.ColumnElement:

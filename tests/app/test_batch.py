@@ -75,6 +75,29 @@ def test_resume_after_a_killed_batch_runs_only_the_rest(home, tmp_path, tiny_mod
     assert store.get_batch(batch_id)["status"] == "finished"
 
 
+def test_a_run_stored_before_a_kill_reached_out_gets_its_line_on_resume(home, tmp_path, tiny_model):
+    """A run is stored before its OUT line is written: a kill in between (here: OUT loses its last records,
+    the last one cut mid-line) must not lose those questions from OUT, nor run them again."""
+    source, out = write_input(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl"
+    args = ["batch", str(source), "--strategy", "cot", "--out", str(out), "--model", tiny_model, "--max-tokens", "6"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0] + lines[1][:25])  # as if killed after storing all four, while writing the second line
+    store = Store.open(Settings.from_env())
+    batch_id = store.list_batches()[0]["id"]
+    resumed = CliRunner().invoke(cli, [*args, "--resume", batch_id])
+    assert resumed.exit_code == 0, resumed.output
+    records = out_records(out)
+    assert sorted(r["id"] for r in records) == [f"q{i}" for i in range(4)], "every question exactly once"
+    runs = store.search_runs(batch_id=batch_id, limit=100)
+    assert len(runs) == 4 and {r["run_id"] for r in records} == {r["id"] for r in runs}  # nothing ran again
+    by_id = {r["id"]: r for r in runs}
+    for record in records:
+        run = by_id[record["run_id"]]
+        assert (record["predicted"], record["status"], record["tokens"]) == (
+            run["answer"], run["status"], run["prompt_tokens"] + run["completion_tokens"])
+
+
 def test_resume_refuses_another_input_file(home, tmp_path, tiny_model):
     source, out = write_input(tmp_path / "in.jsonl", 1), tmp_path / "out.jsonl"
     CliRunner().invoke(cli, ["batch", str(source), "--strategy", "direct", "--out", str(out), "--model", tiny_model,
