@@ -216,20 +216,22 @@ def sample(logits: torch.Tensor, states: list[SamplerState], use_triton: bool | 
     if bitmask is not None:  # after bias and penalties is the same: they never lift a -inf
         mask_disallowed(logits, bitmask)
     rows = RowParams.of([s.params for s in states], logits.device)
-    greedy = logits.argmax(-1)
     if bool((rows.temperature == 0).all()):
-        return greedy
+        return logits.argmax(-1)
     if _native(logits, rows):  # the same distribution and uniforms, without the passes of the reference
-        drawn = cpu_matmul.sample_rows(logits, rows.temperature, rows.top_k, rows.top_p, rows.min_p, _uniforms(states))
-    else:
-        drawn = draw(sampling_distribution(logits, rows), states)
-    return torch.where(rows.temperature == 0, greedy, drawn)
+        return cpu_matmul.sample_rows(logits, rows.temperature, rows.top_k, rows.top_p, rows.min_p, _uniforms(states))
+    drawn = draw(sampling_distribution(logits, rows), states)
+    return torch.where(rows.temperature == 0, logits.argmax(-1), drawn)
 
 
 def _native(logits: torch.Tensor, rows: RowParams) -> bool:
-    """Whether the native sampler takes this batch: CPU float32 logits, no typical-p row, kernels built."""
-    return (logits.device.type == "cpu" and logits.dtype == torch.float32 and not bool((rows.typical_p < 1).any())
-            and cpu_matmul.available())
+    """Whether the native sampler takes this batch (it takes a greedy row's argmax too): no typical-p row."""
+    return _native_cpu(logits) and not bool((rows.typical_p < 1).any())
+
+
+def _native_cpu(logits: torch.Tensor) -> bool:
+    """Whether kernels/cpu_sampling.c can take these logits: float32 on the CPU, the native kernels built."""
+    return logits.device.type == "cpu" and logits.dtype == torch.float32 and cpu_matmul.available()
 
 
 def _triton_available() -> bool:
@@ -287,8 +289,7 @@ def mask_disallowed(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
     mixed batch) are skipped, so a mostly free batch pays only for its constrained rows. On the CPU with the
     native kernels, one pass in C (kernels/cpu_sampling.c); the PyTorch path below is its reference."""
     bitmask = bitmask.to(logits.device)
-    if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.is_contiguous() \
-            and cpu_matmul.available():
+    if _native_cpu(logits) and logits.is_contiguous():
         cpu_matmul.mask_disallowed_(logits, bitmask.to(torch.int32))
         return
     rows = (bitmask != -1).any(-1).nonzero().flatten()
@@ -305,9 +306,7 @@ def top_logprobs(logits: torch.Tensor, chosen: torch.Tensor, n: int) -> list[dic
     normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)  # one pass; no (rows, vocab) log-softmax unless asked
     chosen_logprobs = (logits.gather(-1, chosen.view(-1, 1).to(logits.device)) - normaliser).squeeze(-1).tolist()
     top = logits.topk(n, dim=-1) if n else None
-    top_values = (top.values - normaliser).tolist() if n else None
-    out = []
-    for row, token in enumerate(chosen.tolist()):
-        alternatives = {} if top is None else dict(zip(top.indices[row].tolist(), top_values[row]))
-        out.append({"token": int(token), "logprob": chosen_logprobs[row], "top": alternatives})
-    return out
+    alternatives = ([dict(zip(ids, values)) for ids, values in zip(top.indices.tolist(), (top.values - normaliser).tolist())]
+                    if top is not None else [{} for _ in chosen_logprobs])
+    return [{"token": int(token), "logprob": logprob, "top": top_n}
+            for token, logprob, top_n in zip(chosen.tolist(), chosen_logprobs, alternatives)]
