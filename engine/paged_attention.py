@@ -119,15 +119,24 @@ def decode_attention(qkv: torch.Tensor, n_heads: int, batch: PagedBatch, layer: 
     Hkv = (heads - n_heads) // 2
     d, k_pool, v_pool = batch.decode, batch.k_pool[layer], batch.v_pool[layer]
     prior = None
-    if d.shared:
-        every_query = qkv[:, 0, :n_heads].reshape(B, Hkv, n_heads // Hkv, D).transpose(0, 1).reshape(1, Hkv, -1, D)
-        shared_k = k_pool.index_select(0, batch.shared_slots).permute(1, 0, 2).unsqueeze(0)  # (1, Hkv, S, D)
-        shared_v = v_pool.index_select(0, batch.shared_slots).permute(1, 0, 2).unsqueeze(0)
-        out, lse = _flash(every_query, shared_k, shared_v)  # (1, Hkv, B * groups, D), (1, Hkv, B * groups)
+    if d.shared:  # grouped queries (B, Hkv, groups, D): a decode step's T is 1
+        grouped = qkv[:, 0, :n_heads].reshape(B, Hkv, n_heads // Hkv, D)
+        out, lse = _shared_prefix_attention(grouped, k_pool, v_pool, batch.shared_slots)
         prior = (d.shared, out.contiguous(), lse.float().contiguous())
     out = cpu_matmul.paged_decode_attention(qkv.view(B, heads, D), n_heads, Hkv, k_pool, v_pool, d.tables, d.keys,
                                             d.block_size, d.window, prior)
     return out.view(B, 1, -1)
+
+
+def _shared_prefix_attention(grouped: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
+                             shared_slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every row's queries, grouped under their KV head (B, Hkv, groups * T, D), over the prefix all rows
+    share, in one flash call (a matrix product over its keys): out (1, Hkv, B * groups * T, D) and its
+    log-sum-exp (1, Hkv, B * groups * T), rows in order within each KV head."""
+    B, Hkv, _, D = grouped.shape
+    shared_k = k_pool.index_select(0, shared_slots).permute(1, 0, 2).unsqueeze(0)  # (1, Hkv, S, D)
+    shared_v = v_pool.index_select(0, shared_slots).permute(1, 0, 2).unsqueeze(0)
+    return _flash(grouped.transpose(0, 1).reshape(1, Hkv, -1, D), shared_k, shared_v)
 
 
 def _flash(q, k, v, bias=None):
@@ -153,10 +162,7 @@ def paged_attention(q, k, v, batch: PagedBatch, layer: int, fp16_rounding: bool)
     grouped = q.view(B, T, Hkv, groups, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, groups * T, D)
     out, lse = _flash(grouped, own_k, own_v, batch.own_bias)
     if batch.shared_slots is not None:
-        shared_k = k_pool.index_select(0, batch.shared_slots).permute(1, 0, 2).unsqueeze(0)  # (1, Hkv, S, D)
-        shared_v = v_pool.index_select(0, batch.shared_slots).permute(1, 0, 2).unsqueeze(0)
-        every_query = grouped.transpose(0, 1).reshape(1, Hkv, B * groups * T, D)
-        out_s, lse_s = _flash(every_query, shared_k, shared_v)
+        out_s, lse_s = _shared_prefix_attention(grouped, k_pool, v_pool, batch.shared_slots)
         out_s = out_s.view(Hkv, B, groups * T, D).transpose(0, 1)
         lse_s = lse_s.view(Hkv, B, groups * T).transpose(0, 1)
         total = torch.logaddexp(lse, lse_s)
