@@ -14,6 +14,7 @@ from torch import nn
 
 from .activation_quant import fake_quantize, q8_1_sum_error
 from .kernels import cpu_matmul
+from .native_layers import NativeLayers
 from .paged_attention import PagedBatch, decode_attention, paged_attention
 from .rope import RopeScaling, apply_rotary_emb, precompute_freqs_cis
 
@@ -185,6 +186,8 @@ class Transformer(nn.Module):
         if args.tied_output:
             self.output.weight = self.tok_embeddings.weight
         self.register_buffer("freqs_cis", rope_table(args), persistent=False)
+        self.layers_in_one_call = True  # decode steps through native_layers when every layer fits it
+        self._native_layers: NativeLayers | None | bool = False  # False: not decided yet
 
     @property
     def device(self) -> torch.device:
@@ -200,6 +203,15 @@ class Transformer(nn.Module):
         """Whether a decode step's attention runs natively in every layer (forward_rows builds its batch so)."""
         return all(layer.attention.decodes_natively() for layer in self.layers)
 
+    def _layers_natively(self, paged: PagedBatch) -> NativeLayers | None:
+        """The layers as one native call for this decode step (no shared prefix: that one is a flash call), or None."""
+        d = paged.decode
+        if not self.layers_in_one_call or d is None or d.shared:
+            return None
+        if self._native_layers is False or (self._native_layers and self._native_layers.block_size != d.block_size):
+            self._native_layers = NativeLayers(self, d.block_size) if NativeLayers.fits(self) else None
+        return self._native_layers
+
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, paged: PagedBatch,
                 logits_at: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """One step over the paged KV pool (the only forward path: prefill, decode, scoring, beams).
@@ -211,8 +223,14 @@ class Transformer(nn.Module):
         """
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         freqs_cis = self.freqs_cis[positions]  # (B, T, head_dim // 2, 2)
-        for i, layer in enumerate(self.layers):
-            h = layer(h, freqs_cis, paged, i)
+        native = self._layers_natively(paged)
+        if native is not None:
+            d = paged.decode
+            h = native.run(h.view(-1, h.shape[-1]), freqs_cis.flatten(0, 1), paged.k_pool, paged.v_pool, d.tables,
+                           d.keys).view(h.shape)
+        else:
+            for i, layer in enumerate(self.layers):
+                h = layer(h, freqs_cis, paged, i)
         if logits_at is not None:  # only the positions that are sampled reach the head
             h = h[logits_at]  # (N, dim)
         return self.output(self.norm(h)).float()

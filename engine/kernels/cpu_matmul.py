@@ -1,6 +1,7 @@
 """The native CPU kernels: AVX-512 VNNI int4 and int8 matmuls, RMSNorm and RoPE (cpu_matmul.c), decode
-attention over the paged KV pool (cpu_attention.c) and the sampler's filters and draw (cpu_sampling.c),
-built with the system C compiler on first use into one library, called through ctypes.
+attention over the paged KV pool (cpu_attention.c), the sampler's filters and draw (cpu_sampling.c) and a
+decode step's layers in one call (cpu_decode.c, over the others), built with the system C compiler on first
+use into one library, called through ctypes.
 
 The library is compiled once per source and flags into a folder of the system temp dir and linked to
 the OpenMP runtime PyTorch already loaded (same soname), so its parallel regions use PyTorch's thread
@@ -25,8 +26,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_matmul.c", "cpu_attention.c", "cpu_sampling.c"))
-HEADERS = (Path(__file__).with_name("simd.h"),)
+SOURCES = tuple(Path(__file__).with_name(name)
+                for name in ("cpu_matmul.c", "cpu_attention.c", "cpu_sampling.c", "cpu_decode.c"))
+HEADERS = tuple(Path(__file__).with_name(name) for name in ("simd.h", "kernels.h"))
 FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
          "-mavx512vnni", "-mfma")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
@@ -74,6 +76,8 @@ def _library() -> ctypes.CDLL | None:
     lib.sample_rows.restype = None
     lib.mask_disallowed_f32.argtypes = [p, i64, i64, p, i64]
     lib.mask_disallowed_f32.restype = None
+    lib.decode_layers.argtypes = [p, p, i64, p, p, p, i64, p, i64, p, ctypes.c_int]
+    lib.decode_layers.restype = None
     return lib
 
 
@@ -195,6 +199,17 @@ def paged_decode_attention(qkv: torch.Tensor, heads: int, kv_heads: int, k_pool:
         prior_out.data_ptr() if prior is not None else None, prior_lse.data_ptr() if prior is not None else None,
         out.data_ptr(), torch.get_num_threads())
     return out
+
+
+def decode_layers(decoder, h: torch.Tensor, cos_sin: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
+                  tables: torch.Tensor, lengths: torch.Tensor) -> None:
+    """A decode step's layers in place on h (rows, dim) bf16 (cpu_decode.c; native_layers.py builds `decoder`):
+    cos_sin (rows, head_dim / 2, 2) float32, the pools (n_layers, slots, kv_heads, head_dim) bf16 contiguous,
+    tables (rows, width) and lengths (rows,) int32 as paged_decode_attention's."""
+    assert k_pool.is_contiguous() and v_pool.is_contiguous() and h.is_contiguous() and cos_sin.is_contiguous()
+    _library().decode_layers(decoder, h.data_ptr(), h.shape[0], cos_sin.data_ptr(), k_pool.data_ptr(),
+                             v_pool.data_ptr(), k_pool.shape[1], tables.data_ptr(), tables.shape[1],
+                             lengths.data_ptr(), torch.get_num_threads())
 
 
 def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,

@@ -158,8 +158,9 @@ def test_a_tiny_native_model_decodes_as_close_to_exact_attention_as_its_flash_pa
             with monkeypatch.context() as patch:
                 patch.setattr(Transformer, "native_decode", property(lambda self: False))
                 flash = forward_rows(model, pool, plans)
-            with monkeypatch.context() as patch:
+            with monkeypatch.context() as patch:  # (layer by layer: the one-call path attends in C)
                 patch.setattr(engine.model, "decode_attention", float64_decode_attention)
+                patch.setattr(model, "layers_in_one_call", False)
                 exact = forward_rows(model, pool, plans)
             ours = forward_rows(model, pool, plans)
             ours_errors.append(((ours - exact).norm() / exact.norm()).item())
