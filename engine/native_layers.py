@@ -21,8 +21,9 @@ class Linear(ctypes.Structure):
 
 
 class Layer(ctypes.Structure):
-    _fields_ = [("attention_norm", ctypes.c_void_p), ("ffn_norm", ctypes.c_void_p),
-                ("qkv", Linear), ("wo", Linear), ("w13", Linear), ("w2", Linear)]
+    _fields_ = [("attention_norm", ctypes.c_void_p), ("ffn_norm", ctypes.c_void_p), ("qkv", Linear * 3),
+                ("wo", Linear), ("w13", Linear * 2), ("w2", Linear), ("qkv_parts", ctypes.c_int64),
+                ("w13_parts", ctypes.c_int64)]
 
 
 class Decoder(ctypes.Structure):
@@ -32,7 +33,8 @@ class Decoder(ctypes.Structure):
 
 
 class NativeLayers:
-    """Every layer of a model for cpu_decode.c, or None from `of` when a layer does not fit it."""
+    """Every layer of a loaded model described for cpu_decode.c (built on the first decode step that fits, after
+    loading: a layer's weights replaced later would not be seen)."""
 
     def __init__(self, model, block_size: int):
         args = model.args
@@ -42,19 +44,18 @@ class NativeLayers:
                                 args.n_kv_heads, args.head_dim, int(first.attention.rope_layout == "neox"),
                                 block_size, args.sliding_window or 0, first.attention_norm.eps,
                                 ctypes.cast(self._layers, ctypes.POINTER(Layer)))
-        self._model = model  # keeps the buffers the descriptor points into alive
-        self.block_size = block_size
+        self.block_size = block_size  # (the model owns the buffers the descriptor points into; it holds this)
 
     @staticmethod
     def fits(model) -> bool:
-        """Whether every layer runs in cpu_decode.c: native attention, fused q|k|v and gate|up, all in the tiles
-        layouts, no biases, dims a multiple of 16."""
+        """Whether every layer runs in cpu_decode.c: native attention, every linear packed in the tiles layouts
+        (q|k|v and gate|up fused or not), no biases, dims a multiple of 16."""
         args = model.args
-        if args.qkv_bias or args.dim % 16 or not getattr(model, "native_decode", False):
+        if args.qkv_bias or args.dim % 16 or not model.native_decode:
             return False
         for block in model.layers:
             att, ff = block.attention, block.feed_forward
-            linears = (att.wqkv, att.wo, ff.w13, ff.w2)
+            linears = (*_qkv_parts(att), att.wo, *_gate_up_parts(ff), ff.w2)
             if not all(isinstance(m, PackedLinear) and m.layout == "tiles" for m in linears):
                 return False
             if not (block.attention_norm.native and block.ffn_norm.native) or ff.w2.in_features % 16:
@@ -74,7 +75,17 @@ def _linear(m: PackedLinear) -> Linear:
                   m.scales.data_ptr())
 
 
+def _qkv_parts(attention) -> tuple:
+    return (attention.wqkv,) if attention.wqkv is not None else (attention.wq, attention.wk, attention.wv)
+
+
+def _gate_up_parts(feed_forward) -> tuple:
+    return (feed_forward.w13,) if feed_forward.w13 is not None else (feed_forward.w1, feed_forward.w3)
+
+
 def _layer(block) -> Layer:
     att, ff = block.attention, block.feed_forward
-    return Layer(block.attention_norm.weight.data_ptr(), block.ffn_norm.weight.data_ptr(), _linear(att.wqkv),
-                 _linear(att.wo), _linear(ff.w13), _linear(ff.w2))
+    qkv, gate_up = _qkv_parts(att), _gate_up_parts(ff)
+    return Layer(block.attention_norm.weight.data_ptr(), block.ffn_norm.weight.data_ptr(),
+                 (Linear * 3)(*map(_linear, qkv)), _linear(att.wo), (Linear * 2)(*map(_linear, gate_up)),
+                 _linear(ff.w2), len(qkv), len(gate_up))

@@ -3,7 +3,7 @@
  * module and operator dispatches a layer, which on a 135M model take longer than the layer's matmuls;
  * here the same kernels run back to back, in the same order, on buffers allocated once a step.
  *
- * Per layer: x = rms_norm(h) -> qkv = x Wqkv^T -> RoPE on q and k -> attention (new K/V written to the
+ * Per layer (q|k|v and gate|up one matmul each, or parts when their formats differ): x = rms_norm(h) -> qkv = x Wqkv^T -> RoPE on q and k -> attention (new K/V written to the
  * pool) -> h += out Wo^T -> x = rms_norm(h) -> gate|up = x W13^T -> h += (silu(gate) * up) W2^T, every
  * intermediate rounded to bf16 where PyTorch's path rounds it.
  */
@@ -21,7 +21,8 @@ typedef struct {  /* a PackedLinear in the tiles layout: y (M, n) = x (M, k) @ W
 
 typedef struct {
     const uint16_t *attention_norm, *ffn_norm;  /* (dim,) bf16 */
-    linear_t qkv, wo, w13, w2;  /* w13: gate rows then up rows */
+    linear_t qkv[3], wo, w13[2], w2;  /* q|k|v fused, or q, k, v; gate|up fused (gate rows first), or gate, up */
+    int64_t qkv_parts, w13_parts;  /* 1 when fused */
 } layer_t;
 
 typedef struct {
@@ -38,6 +39,24 @@ static void linear(const linear_t *l, const uint16_t *x, int64_t M, uint16_t *y,
         int4sym_matmul(x, M, l->k, l->weight, (const uint16_t *)l->scales, l->n, y, xq, dx, sx, threads);
     else
         int8_matmul(x, M, l->k, l->weight, (const uint16_t *)l->scales, l->n, y, xq, dx, sx, threads);
+}
+
+/* y (M, sum of the parts' n) = x @ the parts' rows stacked: each part into tmp, then its columns of y (one
+ * part: straight into y). Unfused parts are weights of different formats (a Q4_K_M file's Q6_K attn_v). */
+static void linear_parts(const linear_t *parts, int64_t count, const uint16_t *x, int64_t M, uint16_t *y,
+                         uint16_t *tmp, int8_t *xq, float *dx, int32_t *sx, int threads) {
+    if (count == 1) {
+        linear(parts, x, M, y, xq, dx, sx, threads);
+        return;
+    }
+    int64_t width = 0, at = 0;
+    for (int64_t p = 0; p < count; p++)
+        width += parts[p].n;
+    for (int64_t p = 0; p < count; at += parts[p].n, p++) {
+        linear(parts + p, x, M, tmp, xq, dx, sx, threads);
+        for (int64_t r = 0; r < M; r++)
+            memcpy(y + r * width + at, tmp + r * parts[p].n, sizeof(uint16_t) * parts[p].n);
+    }
 }
 
 /* h (rows, dim) += y (rows, dim), each sum rounded to bf16 (as a bf16 tensor add). */
@@ -81,10 +100,12 @@ void decode_layers(const decoder_t *m, uint16_t *h, int64_t rows, const float *c
     int8_t *xq = malloc(rows * widest_in);
     float *dx = malloc(sizeof(float) * rows * (widest_in / 32));
     int32_t *sx = malloc(sizeof(int32_t) * rows * (widest_in / 32));
+    const int64_t widest_part = width > 2 * m->hidden ? width : 2 * m->hidden;
+    uint16_t *tmp = malloc(sizeof(uint16_t) * rows * widest_part);  /* one unfused part's output */
     for (int64_t i = 0; i < m->n_layers; i++) {
         const layer_t *l = m->layers + i;
         rms_norm_bf16(h, rows, m->dim, l->attention_norm, m->eps, x);
-        linear(&l->qkv, x, rows, qkv, xq, dx, sx, threads);
+        linear_parts(l->qkv, l->qkv_parts, x, rows, qkv, tmp, xq, dx, sx, threads);
         rope_bf16(qkv, rows, width, m->heads + m->kv_heads, m->head_dim, cos_sin, (int)m->neox);
         paged_decode_attention_bf16(qkv, rows, width, m->heads, m->kv_heads, m->head_dim, k_pool + i * layer_values,
                                     v_pool + i * layer_values, tables, table_width, lengths, m->block_size, m->window,
@@ -92,10 +113,10 @@ void decode_layers(const decoder_t *m, uint16_t *h, int64_t rows, const float *c
         linear(&l->wo, out, rows, y, xq, dx, sx, threads);
         add_into(h, y, rows * m->dim);
         rms_norm_bf16(h, rows, m->dim, l->ffn_norm, m->eps, x);
-        linear(&l->w13, x, rows, gate_up, xq, dx, sx, threads);
+        linear_parts(l->w13, l->w13_parts, x, rows, gate_up, tmp, xq, dx, sx, threads);
         silu_mul(gate_up, rows, m->hidden, act);
         linear(&l->w2, act, rows, y, xq, dx, sx, threads);
         add_into(h, y, rows * m->dim);
     }
-    free(x); free(y); free(qkv); free(out); free(gate_up); free(act); free(xq); free(dx); free(sx);
+    free(x); free(y); free(qkv); free(out); free(gate_up); free(act); free(xq); free(dx); free(sx); free(tmp);
 }

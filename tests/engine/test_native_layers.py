@@ -55,6 +55,24 @@ def test_one_call_decodes_as_the_layer_by_layer_path(tiny_gguf_factory, weight_t
 
 
 @native
+def test_unfused_layers_of_a_q4_k_m_mix_decode_as_the_layer_by_layer_path(tmp_path):
+    """LLaMA.cpp's Q4_K_M mix keeps attn_v and ffn_down of some layers in Q6_K: their q, k, v are three matmuls of
+    two formats, which the one call runs as parts."""
+    from app.bench.gguf_shapes import shaped_gguf
+
+    engine_ = load_model(shaped_gguf("tiny", "Q4_K_M", tmp_path), device="cpu", kernels="native")
+    model, pool = engine_.model, engine_.pool
+    try:
+        assert any(layer.attention.wqkv is None for layer in model.layers)  # unfused layers are there
+        ours, reference, pools_equal = decode_both_ways(model, pool, [list(range(3, 12)), list(range(30, 50))], 4)
+        assert model._native_layers is not None and all(pools_equal)
+        assert ((ours - reference).norm() / reference.norm()).item() <= 1e-3
+        assert torch.equal(ours.argmax(-1), reference.argmax(-1))
+    finally:
+        engine_.close()
+
+
+@native
 def test_the_default_model_greedy_text_is_the_same_either_way(default_gguf):
     from engine import SamplingParams
 
