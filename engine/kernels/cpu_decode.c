@@ -3,9 +3,10 @@
  * module and operator dispatches a layer, which on a 135M model take longer than the layer's matmuls;
  * here the same kernels run back to back, in the same order, on buffers allocated once a step.
  *
- * Per layer (q|k|v and gate|up one matmul each, or parts when their formats differ): x = rms_norm(h) -> qkv = x Wqkv^T -> RoPE on q and k -> attention (new K/V written to the
+ * Per layer: x = rms_norm(h) -> qkv = x Wqkv^T -> RoPE on q and k -> attention (new K/V written to the
  * pool) -> h += out Wo^T -> x = rms_norm(h) -> gate|up = x W13^T -> h += (silu(gate) * up) W2^T, every
- * intermediate rounded to bf16 where PyTorch's path rounds it.
+ * intermediate rounded to bf16 where PyTorch's path rounds it; q|k|v and gate|up are one matmul each, or
+ * parts when their formats differ.
  */
 #include <stdlib.h>
 #include "kernels.h"
