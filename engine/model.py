@@ -208,8 +208,8 @@ class Transformer(nn.Module):
         d = paged.decode
         if not self.layers_in_one_call or d is None or d.shared:
             return None
-        if self._native_layers is False or (self._native_layers and self._native_layers.block_size != d.block_size):
-            self._native_layers = NativeLayers(self, d.block_size) if NativeLayers.fits(self) else None
+        if self._native_layers is False:  # decided once, on the first decode step (the model is loaded by then)
+            self._native_layers = NativeLayers(self) if NativeLayers.fits(self) else None
         return self._native_layers
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, paged: PagedBatch,
@@ -225,9 +225,8 @@ class Transformer(nn.Module):
         freqs_cis = self.freqs_cis[positions]  # (B, T, head_dim // 2, 2)
         native = self._layers_natively(paged)
         if native is not None:
-            d = paged.decode
-            h = native.run(h.view(-1, h.shape[-1]), freqs_cis.flatten(0, 1), paged.k_pool, paged.v_pool, d.tables,
-                           d.keys).view(h.shape)
+            h = native.run(h.view(-1, h.shape[-1]), freqs_cis.flatten(0, 1), paged.k_pool, paged.v_pool,
+                           paged.decode).view(h.shape)
         else:
             for i, layer in enumerate(self.layers):
                 h = layer(h, freqs_cis, paged, i)

@@ -10,6 +10,7 @@ import ctypes
 import torch
 
 from .kernels import cpu_matmul
+from .paged_attention import DecodeTables
 from .quant_linear import PackedLinear
 
 FORMAT_CODES = {"int4": 0, "int4sym": 1, "int8": 2}  # as cpu_decode.c's enum
@@ -28,7 +29,7 @@ class Layer(ctypes.Structure):
 
 class Decoder(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in ("n_layers", "dim", "hidden", "heads", "kv_heads", "head_dim",
-                                                     "neox", "block_size", "window")] \
+                                                     "neox", "window")] \
         + [("eps", ctypes.c_float), ("layers", ctypes.POINTER(Layer))]
 
 
@@ -36,15 +37,15 @@ class NativeLayers:
     """Every layer of a loaded model described for cpu_decode.c (built on the first decode step that fits, after
     loading: a layer's weights replaced later would not be seen)."""
 
-    def __init__(self, model, block_size: int):
+    def __init__(self, model):
         args = model.args
         first = model.layers[0]
+        # (the model owns the buffers the descriptor points into, and holds this)
         self._layers = (Layer * args.n_layers)(*(_layer(block) for block in model.layers))
         self._decoder = Decoder(args.n_layers, args.dim, first.feed_forward.w2.in_features, args.n_heads,
                                 args.n_kv_heads, args.head_dim, int(first.attention.rope_layout == "neox"),
-                                block_size, args.sliding_window or 0, first.attention_norm.eps,
+                                args.sliding_window or 0, first.attention_norm.eps,
                                 ctypes.cast(self._layers, ctypes.POINTER(Layer)))
-        self.block_size = block_size  # (the model owns the buffers the descriptor points into; it holds this)
 
     @staticmethod
     def fits(model) -> bool:
@@ -63,10 +64,11 @@ class NativeLayers:
         return True
 
     def run(self, h: torch.Tensor, cos_sin: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
-            tables: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            decode: DecodeTables) -> torch.Tensor:
         """h (rows, dim) bf16 embeddings -> the last layer's output, in place; cos_sin (rows, head_dim / 2, 2)."""
         h, cos_sin = h.contiguous(), cos_sin.float().contiguous()
-        cpu_matmul.decode_layers(ctypes.addressof(self._decoder), h, cos_sin, k_pool, v_pool, tables, lengths)
+        cpu_matmul.decode_layers(ctypes.addressof(self._decoder), h, cos_sin, k_pool, v_pool, decode.tables,
+                                 decode.keys, decode.block_size)
         return h
 
 

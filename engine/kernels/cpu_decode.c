@@ -27,7 +27,7 @@ typedef struct {
 } layer_t;
 
 typedef struct {
-    int64_t n_layers, dim, hidden, heads, kv_heads, head_dim, neox, block_size, window;
+    int64_t n_layers, dim, hidden, heads, kv_heads, head_dim, neox, window;
     float eps;
     const layer_t *layers;
 } decoder_t;
@@ -60,6 +60,8 @@ static void linear_parts(const linear_t *parts, int64_t count, const uint16_t *x
     }
 }
 
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
 /* h (rows, dim) += y (rows, dim), each sum rounded to bf16 (as a bf16 tensor add). */
 static void add_into(uint16_t *h, const uint16_t *y, int64_t values) {
     for (int64_t i = 0; i < values; i += 16) {
@@ -87,13 +89,12 @@ static void silu_mul(const uint16_t *gate_up, int64_t rows, int64_t hidden, uint
 
 /* h: (rows, dim) bf16, the step's embeddings in, the last layer's output out. cos_sin: (rows, head_dim / 2, 2)
  * float32 of each row's position; k_pool, v_pool: (n_layers, slots, kv_heads, head_dim) bf16; tables, lengths:
- * as paged_decode_attention_bf16's (no shared prefix). */
+ * block_size as paged_decode_attention_bf16's (no shared prefix). */
 void decode_layers(const decoder_t *m, uint16_t *h, int64_t rows, const float *cos_sin, uint16_t *k_pool,
                    uint16_t *v_pool, int64_t pool_slots, const int32_t *tables, int64_t table_width,
-                   const int32_t *lengths, int threads) {
+                   const int32_t *lengths, int64_t block_size, int threads) {
     const int64_t width = (m->heads + 2 * m->kv_heads) * m->head_dim, attended = m->heads * m->head_dim;
-    const int64_t widest_in = m->hidden > m->dim ? (m->hidden > attended ? m->hidden : attended)
-                                                 : (m->dim > attended ? m->dim : attended);
+    const int64_t widest_in = max64(max64(m->dim, attended), m->hidden);  /* the matmuls' inputs */
     const int64_t layer_values = pool_slots * m->kv_heads * m->head_dim;
     uint16_t *x = malloc(sizeof(uint16_t) * rows * m->dim), *y = malloc(sizeof(uint16_t) * rows * m->dim);
     uint16_t *qkv = malloc(sizeof(uint16_t) * rows * width), *out = malloc(sizeof(uint16_t) * rows * attended);
@@ -101,7 +102,7 @@ void decode_layers(const decoder_t *m, uint16_t *h, int64_t rows, const float *c
     int8_t *xq = malloc(rows * widest_in);
     float *dx = malloc(sizeof(float) * rows * (widest_in / 32));
     int32_t *sx = malloc(sizeof(int32_t) * rows * (widest_in / 32));
-    const int64_t widest_part = width > 2 * m->hidden ? width : 2 * m->hidden;
+    const int64_t widest_part = max64(width, 2 * m->hidden);
     uint16_t *tmp = malloc(sizeof(uint16_t) * rows * widest_part);  /* one unfused part's output */
     for (int64_t i = 0; i < m->n_layers; i++) {
         const layer_t *l = m->layers + i;
@@ -109,7 +110,7 @@ void decode_layers(const decoder_t *m, uint16_t *h, int64_t rows, const float *c
         linear_parts(l->qkv, l->qkv_parts, x, rows, qkv, tmp, xq, dx, sx, threads);
         rope_bf16(qkv, rows, width, m->heads + m->kv_heads, m->head_dim, cos_sin, (int)m->neox);
         paged_decode_attention_bf16(qkv, rows, width, m->heads, m->kv_heads, m->head_dim, k_pool + i * layer_values,
-                                    v_pool + i * layer_values, tables, table_width, lengths, m->block_size, m->window,
+                                    v_pool + i * layer_values, tables, table_width, lengths, block_size, m->window,
                                     0, NULL, NULL, out, threads);
         linear(&l->wo, out, rows, y, xq, dx, sx, threads);
         add_into(h, y, rows * m->dim);

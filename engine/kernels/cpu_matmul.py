@@ -76,7 +76,7 @@ def _library() -> ctypes.CDLL | None:
     lib.sample_rows.restype = None
     lib.mask_disallowed_f32.argtypes = [p, i64, i64, p, i64]
     lib.mask_disallowed_f32.restype = None
-    lib.decode_layers.argtypes = [p, p, i64, p, p, p, i64, p, i64, p, ctypes.c_int]
+    lib.decode_layers.argtypes = [p, p, i64, p, p, p, i64, p, i64, p, i64, ctypes.c_int]
     lib.decode_layers.restype = None
     return lib
 
@@ -202,14 +202,14 @@ def paged_decode_attention(qkv: torch.Tensor, heads: int, kv_heads: int, k_pool:
 
 
 def decode_layers(decoder, h: torch.Tensor, cos_sin: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
-                  tables: torch.Tensor, lengths: torch.Tensor) -> None:
+                  tables: torch.Tensor, lengths: torch.Tensor, block_size: int) -> None:
     """A decode step's layers in place on h (rows, dim) bf16 (cpu_decode.c; native_layers.py builds `decoder`):
     cos_sin (rows, head_dim / 2, 2) float32, the pools (n_layers, slots, kv_heads, head_dim) bf16 contiguous,
-    tables (rows, width) and lengths (rows,) int32 as paged_decode_attention's."""
+    tables (rows, width), lengths (rows,) int32 and block_size as paged_decode_attention's."""
     assert k_pool.is_contiguous() and v_pool.is_contiguous() and h.is_contiguous() and cos_sin.is_contiguous()
     _library().decode_layers(decoder, h.data_ptr(), h.shape[0], cos_sin.data_ptr(), k_pool.data_ptr(),
                              v_pool.data_ptr(), k_pool.shape[1], tables.data_ptr(), tables.shape[1],
-                             lengths.data_ptr(), torch.get_num_threads())
+                             lengths.data_ptr(), block_size, torch.get_num_threads())
 
 
 def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
